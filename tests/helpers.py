@@ -1,0 +1,92 @@
+"""Small builders shared by the tests: a prompt dataset, a deterministic reward, a tiny-run config."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from datasets import Dataset
+
+from trl_grpo_ext import GRPOExtConfig
+from trl_grpo_ext.tiny import build_tiny_model, build_tiny_tokenizer
+
+TIMING_KEYS = ("step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer_cached():
+    return build_tiny_tokenizer()
+
+
+def tiny_model(seed: int = 0, size: str = "tiny"):
+    return build_tiny_model(tiny_tokenizer_cached(), size=size, seed=seed)
+
+
+def prompt_dataset(n: int = 16, conversational: bool = False) -> Dataset:
+    rows = []
+    for i in range(n):
+        a, b = i % 7 + 1, (3 * i) % 5 + 2
+        prompt = f"{a}+{b}="
+        rows.append(
+            {"prompt": [{"role": "user", "content": prompt}] if conversational else prompt, "answer": str(a + b)}
+        )
+    return Dataset.from_list(rows)
+
+
+def digit_reward(completions, **kwargs):
+    """Fraction of digit characters in the completion: cheap, deterministic and varied on a random model."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def length_reward(completions, **kwargs):
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [len(t) / 10.0 for t in texts]
+
+
+def tiny_kwargs(output_dir, **overrides) -> dict:
+    """Keyword arguments of a 3-step CPU run on the tiny kit; valid for trl.GRPOConfig and GRPOExtConfig."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=3,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=7,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tiny_args(output_dir, **overrides) -> GRPOExtConfig:
+    return GRPOExtConfig(**tiny_kwargs(output_dir, **overrides))
+
+
+def numeric_log_history(log_history):
+    """Every numeric log entry, keyed by (index, name), timing entries excluded."""
+    out = {}
+    for i, entry in enumerate(log_history):
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and not any(t in key for t in TIMING_KEYS):
+                out[(i, key)] = value
+    return out
+
+
+def assert_logs_match(expected, actual, atol: float = 1e-6) -> None:
+    """Every numeric entry of `expected` is in `actual` and agrees to `atol` (NaN equals NaN)."""
+    exp, act = numeric_log_history(expected), numeric_log_history(actual)
+    missing = sorted(set(exp) - set(act))
+    assert not missing, f"entries missing from the extension's log_history: {missing}"
+    bad = {
+        k: (exp[k], act[k])
+        for k in exp
+        if not (math.isnan(exp[k]) and math.isnan(act[k])) and abs(exp[k] - act[k]) > atol
+    }
+    assert not bad, f"log_history differs: {bad}"
