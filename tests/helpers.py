@@ -57,6 +57,7 @@ def tiny_kwargs(output_dir, **overrides) -> dict:
         save_strategy="no",
         report_to="none",
         use_cpu=True,
+        bf16=False,  # TRL defaults to bf16 autocast, on CPU too; the tiny runs check numbers in fp32
         seed=7,
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -90,3 +91,35 @@ def assert_logs_match(expected, actual, atol: float = 1e-6) -> None:
         if not (math.isnan(exp[k]) and math.isnan(act[k])) and abs(exp[k] - act[k]) > atol
     }
     assert not bad, f"log_history differs: {bad}"
+
+
+def centred_estimator(rewards, group_size):
+    """A user estimator for the import-path test: r - mean of the group (NaN rows -> 0)."""
+    import torch
+
+    grouped = rewards.view(-1, group_size)
+    centred = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    return torch.nan_to_num(centred.view(-1), nan=0.0)
+
+
+_DEFAULT_REWARDS = object()
+
+
+def build_trainer(tmp_path, reward_funcs=_DEFAULT_REWARDS, trainer_cls=None, dataset=None, model=None, **overrides):
+    """A GRPOExtTrainer (or `trainer_cls`) on the saved tiny model with the tiny-run config."""
+    from trl_grpo_ext import GRPOExtTrainer
+    from trl_grpo_ext.tiny import resolve_model_path
+
+    trainer_cls = trainer_cls or GRPOExtTrainer
+    return trainer_cls(
+        model=model or resolve_model_path("tiny:tiny"),
+        reward_funcs=[digit_reward, length_reward] if reward_funcs is _DEFAULT_REWARDS else reward_funcs,
+        args=tiny_args(tmp_path / "run", **overrides),
+        train_dataset=dataset if dataset is not None else prompt_dataset(16),
+        processing_class=tiny_tokenizer_cached(),
+    )
+
+
+def last_logged(log_history, key):
+    """Values of `key` over the logging steps of a run."""
+    return [entry[key] for entry in log_history if key in entry]

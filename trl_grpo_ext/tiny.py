@@ -77,7 +77,9 @@ def _regex_escape(text: str) -> str:
     return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in text)
 
 
-def tiny_model_config(tokenizer: PreTrainedTokenizerFast, size: str = "tiny", vocab_size: int | None = None) -> Qwen2Config:
+def tiny_model_config(
+    tokenizer: PreTrainedTokenizerFast, size: str = "tiny", vocab_size: int | None = None
+) -> Qwen2Config:
     """A Qwen2 config of one of `MODEL_SIZES`, with the tokenizer's special token ids."""
     if size not in MODEL_SIZES:
         raise ValueError(f"`size` must be one of {sorted(MODEL_SIZES)}, got {size!r}.")

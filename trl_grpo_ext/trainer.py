@@ -93,7 +93,8 @@ class GRPOExtTrainer(GRPOTrainer):
             None if args.advantage_estimator == "zscore" else get_advantage_estimator(args.advantage_estimator)
         )
         self._sampling_temperatures: torch.Tensor | None = None  # rows being generated now
-        self._scoring_temperatures: torch.Tensor | None = None  # rows being scored now
+        self._scoring_temperatures: torch.Tensor | None = None  # rows to score at their own temperature
+        self._hooked_temperatures: torch.Tensor | None = None  # the same, only while log-probs are computed
         self._scoring_cursor = 0
         self._captured_rewards: torch.Tensor | None = None
         if args.uses_ladder and args.ladder_logprob_temperature == "sampled":
@@ -259,7 +260,7 @@ class GRPOExtTrainer(GRPOTrainer):
             base.base_model.register_forward_hook(self._scale_backbone_output)
 
     def _scale_backbone_output(self, module, inputs, output):
-        temps = self._scoring_temperatures
+        temps = self._hooked_temperatures  # set only while _get_per_token_logps_and_entropies runs
         if temps is None:
             return None
         hidden = output.last_hidden_state
@@ -277,7 +278,11 @@ class GRPOExtTrainer(GRPOTrainer):
                 f"{len(self._scoring_temperatures)} row temperatures for {input_ids.size(0)} rows being scored."
             )
         self._scoring_cursor = 0
-        result = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        self._hooked_temperatures = self._scoring_temperatures
+        try:
+            result = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        finally:
+            self._hooked_temperatures = None
         if self._scoring_cursor != input_ids.size(0):
             raise RuntimeError(
                 f"Temperature scoring saw {self._scoring_cursor} of {input_ids.size(0)} rows: the backbone hook did "

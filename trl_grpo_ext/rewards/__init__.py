@@ -1,0 +1,40 @@
+"""Named reward objectives, their weighted sum, and the guard that applies the reward error policy.
+
+See `docs/objectives.md`.
+"""
+
+from .guard import REWARD_ERROR_POLICIES, ObjectiveError, check_required_columns, guard_objective
+from .objectives import (
+    THINK_ANSWER_PATTERN,
+    accuracy,
+    completion_text,
+    format_objective,
+    group_objective,
+    is_group_objective,
+    length_objective,
+    novelty,
+    readability,
+)
+from .registry import get_objective, list_objectives, register_objective, weighted_reward_from_spec
+from .weighted import WeightedReward
+
+__all__ = [
+    "REWARD_ERROR_POLICIES",
+    "THINK_ANSWER_PATTERN",
+    "ObjectiveError",
+    "WeightedReward",
+    "accuracy",
+    "check_required_columns",
+    "completion_text",
+    "format_objective",
+    "get_objective",
+    "group_objective",
+    "guard_objective",
+    "is_group_objective",
+    "length_objective",
+    "list_objectives",
+    "novelty",
+    "readability",
+    "register_objective",
+    "weighted_reward_from_spec",
+]
