@@ -24,6 +24,7 @@ import torch
 from accelerate.utils import gather_object
 from transformers import LogitsProcessorList
 from trl import GRPOTrainer
+from trl.trainer.utils import get_callable_name
 
 from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
@@ -109,6 +110,12 @@ class GRPOExtTrainer(GRPOTrainer):
         """
         funcs_in = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         if not any(isinstance(f, WeightedReward) for f in funcs_in):
+            for field_name in ("objective_weights", "objective_weights_final"):
+                if getattr(args, field_name):
+                    raise ValueError(
+                        f"`{field_name}` sets weights by objective name, but no WeightedReward or "
+                        "`reward_objectives` defines named objectives; use `reward_weights` for plain reward functions."
+                    )
             return reward_funcs, None, None, {}
         outer = args.reward_weights or [1.0] * len(funcs_in)
         if len(outer) != len(funcs_in):
@@ -120,8 +127,7 @@ class GRPOExtTrainer(GRPOTrainer):
             if isinstance(func, WeightedReward):
                 expanded = zip(*func.expand())
             else:
-                name = getattr(func, "__name__", None) or getattr(getattr(func, "config", None), "_name_or_path", "")
-                expanded = [(func, 1.0, str(name).split("/")[-1] or type(func).__name__)]
+                expanded = [(func, 1.0, _reward_func_name(func))]
             for sub_func, weight, name in expanded:
                 if name in objectives:
                     raise ValueError(f"Objective name {name!r} appears twice; objective names must be unique.")
@@ -372,3 +378,13 @@ class GRPOExtTrainer(GRPOTrainer):
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         for rung, reward in enumerate(reward_by_rung(rewards, num_generations).tolist()):
             metrics[f"ladder/reward_rung_{rung}"].append(reward)
+
+
+def _reward_func_name(func) -> str:
+    """The name TRL gives a reward function: a model's id, a path's last part, or the callable's name."""
+    if isinstance(func, str):
+        return func.rstrip("/").split("/")[-1]
+    config = getattr(func, "config", None)
+    if config is not None:
+        return str(config._name_or_path).rstrip("/").split("/")[-1]
+    return get_callable_name(func)
