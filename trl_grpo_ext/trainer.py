@@ -36,6 +36,7 @@ from .sampling import (
     group_ladder,
     reward_by_rung,
     row_temperatures,
+    scale_hidden_states,
 )
 
 TEMPERATURE_KEY = "ext_temperature"
@@ -272,8 +273,7 @@ class GRPOExtTrainer(GRPOTrainer):
         hidden = output.last_hidden_state
         rows = slice(self._scoring_cursor, self._scoring_cursor + hidden.size(0))
         self._scoring_cursor = rows.stop
-        scale = (self.temperature / temps[rows]).to(device=hidden.device, dtype=hidden.dtype)
-        output.last_hidden_state = hidden * scale[:, None, None]
+        output.last_hidden_state = scale_hidden_states(hidden, self.temperature / temps[rows].to(hidden.device))
         return output
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):

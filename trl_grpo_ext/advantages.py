@@ -1,0 +1,339 @@
+r"""Group-relative advantage estimators: pure torch functions of the rewards, no trainer state.
+
+Rewards arrive as one flat tensor of shape `(N,)`, laid out in contiguous groups of `group_size` = K completions of
+the same prompt (TRL's layout: completion i belongs to group i // K). A NaN reward marks an unscorable completion:
+it is left out of every group statistic and its advantage is exactly 0.
+
+    zscore:  A_i = (r_i - mean_G) / (std_G + eps)                        (TRL's group scaling, the default)
+    rank:    A_i = 1 / (n - 1) * sum_{j in G} sign(r_i - r_j)            (n = scorable members of the group)
+
+Estimators are looked up by name with `get_advantage_estimator` ("zscore", "rank", anything added with
+`register_advantage_estimator`, or an import path "package.module:function"). A user estimator has the signature
+`(rewards, group_size) -> advantages`, both tensors of shape `(N,)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import torch
+
+AdvantageEstimator = Callable[[torch.Tensor, int], torch.Tensor]
+
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+_STD_MODES = ("population", "sample")
+_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """View `(N,)` rewards as `(N // K, K)`, one row per group; validates the layout."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"`group_size` must be a positive integer, got {group_size!r}.")
+    if rewards.dim() != 1:
+        raise ValueError(f"`rewards` must be 1-D of shape (N,), got shape {tuple(rewards.shape)}.")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"`group_size` must divide the number of rewards, got group_size={group_size} for {rewards.numel()} rewards."
+        )
+    if not rewards.is_floating_point():
+        rewards = rewards.float()
+    return rewards.reshape(-1, group_size)
+
+
+def zscore_advantages(
+    rewards: torch.Tensor, group_size: int, *, std: str = "sample", eps: float = 1e-4
+) -> torch.Tensor:
+    r"""
+    Z-score of each reward within its group: A_i = (r_i - mean_G) / (std_G + eps), NaN-aware.
+
+    The defaults are TRL's group scaling, bit for bit: `std="sample"` is `trl.trainer.utils.nanstd` (Bessel-corrected,
+    so a group with one scorable member has no std and gets advantage 0) and `eps=1e-4`. `std="population"` divides
+    by n instead of n - 1, as numpy's `np.std` does. A group whose rewards are all equal has r_i - mean_G = 0 up to
+    float rounding, so with `eps > 0` its advantages are 0 up to rounding / eps (TRL's behaviour, kept exactly);
+    with `eps=0` they are exactly 0.
+
+    Args:
+        rewards (`torch.Tensor`):
+            Rewards of shape `(N,)` in contiguous groups of `group_size`; NaN marks an unscorable completion.
+        group_size (`int`):
+            Completions per prompt, K; must divide N.
+        std (`str`, *optional*, defaults to `"sample"`):
+            `"sample"` (n - 1 denominator, TRL) or `"population"` (n denominator, numpy).
+        eps (`float`, *optional*, defaults to `1e-4`):
+            Added to the std before dividing; TRL uses 1e-4.
+
+    Returns:
+        `torch.Tensor`: advantages of shape `(N,)`, 0 where the reward is NaN.
+
+    Example:
+    ```python
+    >>> zscore_advantages(torch.tensor([0.9, 0.7, 0.4]), group_size=3)  # TRL: sample std 0.2517
+    tensor([ 0.9268,  0.1324, -1.0592])
+    >>> zscore_advantages(torch.tensor([0.9, 0.7, 0.4]), group_size=3, std="population", eps=0.0)  # numpy std 0.2055
+    tensor([ 1.1356,  0.1622, -1.2978])
+    >>> zscore_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, float("nan")]), group_size=3)
+    tensor([ 1.1545, -0.5773, -0.5773,  0.0000,  0.0000,  0.0000])
+    ```
+    """
+    if std not in _STD_MODES:
+        raise ValueError(f"`std` must be one of {list(_STD_MODES)}, got {std!r}.")
+    if not eps >= 0:
+        raise ValueError(f"`eps` must be >= 0, got {eps}.")
+    grouped = _grouped(rewards, group_size)
+
+    # Same operations, in the same order, as TRL's `nanstd` and `_generate_and_score_completions`: bitwise equal.
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    variance = torch.nanmean((grouped - mean) ** 2, dim=1, keepdim=True)
+    if std == "sample":
+        count = torch.sum(~torch.isnan(grouped), dim=1, keepdim=True)
+        correction = count / (count - 1)
+        correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+        variance = variance * correction
+    advantages = (grouped - mean) / (torch.sqrt(variance) + eps)
+
+    if eps == 0:
+        # Without eps a constant group would divide rounding noise by rounding noise; its advantage is 0.
+        scorable = ~torch.isnan(grouped)
+        low = torch.where(scorable, grouped, torch.inf).amin(dim=1, keepdim=True)
+        high = torch.where(scorable, grouped, -torch.inf).amax(dim=1, keepdim=True)
+        advantages = advantages.masked_fill(low == high, 0.0)
+    return torch.nan_to_num(advantages, nan=0.0).reshape(-1)
+
+
+def rank_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    r"""
+    Rank advantage: A_i = 1 / (n - 1) * sum_j sign(r_i - r_j) over the n scorable (non-NaN) members j of i's group.
+
+    Equivalently (#members below r_i - #members above r_i) / (n - 1). With distinct rewards and n = K this is
+    (K + 1 - 2 * rank_i) / (K - 1), rank_i = |{j : r_j > r_i}| + 1: the best completion gets +1, the worst -1, evenly
+    spaced in between. Ties get equal advantages, every group sums to 0, values lie in [-1, 1], and any strictly
+    increasing transform of the rewards leaves the advantages unchanged. A group with all rewards equal, or with
+    fewer than two scorable members, gets 0; so do NaN rewards.
+
+    Computed by sorting each group once (O(K log K) per group, O(N) memory): in the sorted row, the members below
+    position p are those before the first copy of its value, the members above those after the last copy.
+
+    Args:
+        rewards (`torch.Tensor`):
+            Rewards of shape `(N,)` in contiguous groups of `group_size`; NaN marks an unscorable completion.
+        group_size (`int`):
+            Completions per prompt, K; must divide N.
+
+    Returns:
+        `torch.Tensor`: advantages of shape `(N,)`, 0 where the reward is NaN.
+
+    Example:
+    ```python
+    >>> rank_advantages(torch.tensor([0.9, 0.7, 0.4]), group_size=3)
+    tensor([ 1.,  0., -1.])
+    >>> rank_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0, 0.9, float("nan"), 0.4, 0.7]), group_size=4)
+    tensor([ 0.6667, -0.6667, -0.6667,  0.6667,  1.0000,  0.0000, -1.0000,  0.0000])
+    ```
+    """
+    grouped = _grouped(rewards, group_size)
+    k = grouped.shape[1]
+    n = (~torch.isnan(grouped)).sum(dim=1, keepdim=True, dtype=torch.int32)  # int32: a third less time than int64
+
+    # Ascending sort puts NaN last, so the scorable values fill sorted positions 0 .. n-1.
+    sorted_rewards, order = torch.sort(grouped, dim=1)
+    position = torch.arange(k, device=grouped.device, dtype=torch.int32)
+    starts_run = torch.ones_like(sorted_rewards, dtype=torch.bool)
+    starts_run[:, 1:] = sorted_rewards[:, 1:] != sorted_rewards[:, :-1]
+    ends_run = torch.ones_like(starts_run)
+    ends_run[:, :-1] = starts_run[:, 1:]
+    first = torch.where(starts_run, position, 0).cummax(dim=1).values  # = #members below
+    last = torch.where(ends_run, position, k - 1).flip(1).cummin(dim=1).values.flip(1)  # = n - 1 - #members above
+
+    below_minus_above = first + last + 1 - n
+    sorted_advantages = below_minus_above.to(grouped.dtype) / (n - 1).clamp(min=1).to(grouped.dtype)
+    sorted_advantages = sorted_advantages.masked_fill(position >= n, 0.0)
+    return torch.empty_like(sorted_advantages).scatter_(1, order, sorted_advantages).reshape(-1)
+
+
+def group_reward_std_is_zero(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    r"""
+    Whether each row's group has zero reward std, computed as TRL computes `frac_reward_zero_std`.
+
+    is_zero_i = isclose(nanstd_G, 0) with TRL's Bessel-corrected `nanstd`, so the metric means the same for every
+    estimator. Two quirks come with TRL's definition: a group with fewer than two scorable members has a NaN std and
+    counts as *not* zero-std (except group_size=1, which TRL counts as zero-std), and a constant group whose mean does
+    not round exactly (e.g. all 0.7) can leave a std of ~1e-7, above `isclose`'s 1e-8 tolerance.
+
+    Args:
+        rewards (`torch.Tensor`):
+            Rewards of shape `(N,)` in contiguous groups of `group_size`; NaN marks an unscorable completion.
+        group_size (`int`):
+            Completions per prompt, K; must divide N.
+
+    Returns:
+        `torch.BoolTensor`: shape `(N,)`, the group's flag repeated on each of its rows.
+
+    Example:
+    ```python
+    >>> group_reward_std_is_zero(torch.tensor([1.0, 1.0, 0.0, 0.5, 0.5, float("nan")]), group_size=3)
+    tensor([False, False, False,  True,  True,  True])
+    ```
+    """
+    grouped = _grouped(rewards, group_size)
+    if group_size == 1:
+        return torch.ones(grouped.shape[0], dtype=torch.bool, device=grouped.device)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    variance = torch.nanmean((grouped - mean) ** 2, dim=1, keepdim=True)
+    count = torch.sum(~torch.isnan(grouped), dim=1, keepdim=True)
+    variance = variance * torch.where(count > 1, count / (count - 1), torch.nan)
+    std = torch.sqrt(variance)
+    return torch.isclose(std, torch.zeros_like(std)).expand_as(grouped).reshape(-1)
+
+
+def estimate_advantages(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    group_size: int,
+    estimator: AdvantageEstimator | str,
+    aggregation: str = "sum_then_normalize",
+) -> torch.Tensor:
+    r"""
+    Advantages from TRL's `(N, F)` reward matrix, with `estimator` in place of TRL's group normalisation.
+
+    A row whose F rewards are all NaN is unscorable and gets advantage 0. The two modes mirror TRL's
+    `multi_objective_aggregation`:
+
+        sum_then_normalize:  r = nansum_k(w_k * R[:, k]);  A = estimator(r, K)
+        normalize_then_sum:  r = nansum_k(w_k * estimator(R[:, k], K));  A = (r - nanmean(r)) / (nanstd(r) + 1e-4)
+
+    With `estimator=zscore_advantages` both reproduce TRL's advantages for `scale_rewards="group"`.
+
+    Args:
+        rewards_per_func (`torch.Tensor`):
+            Rewards of shape `(N, F)`, one column per reward function, NaN where the function returned None.
+        weights (`torch.Tensor`):
+            Reward weights of shape `(F,)`.
+        group_size (`int`):
+            Completions per prompt, K; must divide N.
+        estimator (`Callable[[torch.Tensor, int], torch.Tensor]` or `str`):
+            An estimator, or a name/import path for `get_advantage_estimator`.
+        aggregation (`str`, *optional*, defaults to `"sum_then_normalize"`):
+            `"sum_then_normalize"` or `"normalize_then_sum"`, as TRL's `multi_objective_aggregation`.
+
+    Returns:
+        `torch.Tensor`: advantages of shape `(N,)`.
+
+    Example:
+    ```python
+    >>> rewards_per_func = torch.tensor([[1.0, 0.9], [0.0, 0.7], [0.0, 0.4], [float("nan"), float("nan")]])
+    >>> estimate_advantages(rewards_per_func, torch.tensor([1.0, 1.0]), 4, rank_advantages)
+    tensor([ 1.,  0., -1.,  0.])
+    ```
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"`multi_objective_aggregation` must be one of {list(AGGREGATIONS)}, got {aggregation!r}.")
+    if isinstance(estimator, str):
+        estimator = get_advantage_estimator(estimator)
+    if rewards_per_func.dim() != 2 or weights.shape != (rewards_per_func.shape[1],):
+        raise ValueError(
+            f"`rewards_per_func` must be (N, F) and `weights` (F,), got {tuple(rewards_per_func.shape)} and "
+            f"{tuple(weights.shape)}."
+        )
+    weights = weights.to(rewards_per_func)
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+
+    if aggregation == "sum_then_normalize":
+        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        advantages = estimator(rewards, group_size)
+    else:
+        # One call per reward function (F is small). Each column is passed as a view, not a copy: TRL reduces the
+        # strided (G, K, F) layout, and the same layout keeps the float rounding, and so the z-score, equal to TRL's.
+        columns = [estimator(rewards_per_func[:, k], group_size) for k in range(rewards_per_func.shape[1])]
+        per_func = torch.stack(columns, dim=1)
+        rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        std = _nanstd_all(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+
+    advantages = torch.nan_to_num(advantages, nan=0.0)
+    return advantages.masked_fill(unscorable, 0.0)
+
+
+def _nanstd_all(values: torch.Tensor) -> torch.Tensor:
+    """Bessel-corrected std over all non-NaN values (TRL's `nanstd(values)`, NaN when fewer than two)."""
+    mean = torch.nanmean(values)
+    variance = torch.nanmean((values - mean) ** 2)
+    count = torch.sum(~torch.isnan(values))
+    return torch.sqrt(variance * torch.where(count > 1, count / (count - 1), torch.nan))
+
+
+def register_advantage_estimator(name: str, fn: AdvantageEstimator, *, overwrite: bool = False) -> AdvantageEstimator:
+    """
+    Make `fn` available as `advantage_estimator=name`; returns `fn`.
+
+    Args:
+        name (`str`):
+            Registry name; must not contain ":" (that marks an import path).
+        fn (`Callable[[torch.Tensor, int], torch.Tensor]`):
+            `(rewards, group_size) -> advantages`, both of shape `(N,)`; NaN rewards are unscorable.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an estimator already registered under `name` instead of raising.
+
+    Example:
+    ```python
+    >>> _ = register_advantage_estimator("centred", lambda r, k: r - r.view(-1, k).nanmean(1).repeat_interleave(k))
+    >>> get_advantage_estimator("centred")(torch.tensor([1.0, 0.0, 0.0, 1.0]), 2)
+    tensor([ 0.5000, -0.5000, -0.5000,  0.5000])
+    ```
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"`name` must be a non-empty string without ':', got {name!r}.")
+    if not callable(fn):
+        raise ValueError(f"`fn` must be callable, got {type(fn).__name__}.")
+    if name == "zscore" and name in _ESTIMATORS:
+        raise ValueError(
+            "`name` 'zscore' is TRL's own code path in GRPOExtTrainer and cannot be replaced; register your "
+            "estimator under another name."
+        )
+    if name in _ESTIMATORS and not overwrite:
+        raise ValueError(
+            f"An advantage estimator named {name!r} is already registered; pass `overwrite=True` to replace it."
+        )
+    _ESTIMATORS[name] = fn
+    return fn
+
+
+def list_advantage_estimators() -> list[str]:
+    """Registered estimator names, sorted."""
+    return sorted(_ESTIMATORS)
+
+
+def get_advantage_estimator(name: str) -> AdvantageEstimator:
+    """
+    The estimator registered as `name`, or the callable at import path `"package.module:function"`.
+
+    Raises `ValueError` naming `advantage_estimator` when the name is unknown, the import fails or the target is not
+    callable.
+    """
+    if isinstance(name, str) and name in _ESTIMATORS:
+        return _ESTIMATORS[name]
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(
+            f"`advantage_estimator` must be one of {list_advantage_estimators()} or an import path "
+            f"'package.module:function', got {name!r}."
+        )
+    module_name, _, attribute = name.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"`advantage_estimator` import path must look like 'package.module:function', got {name!r}.")
+    try:
+        target = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"`advantage_estimator` import path {name!r} cannot be loaded: {err}") from err
+    if not callable(target):
+        raise ValueError(
+            f"`advantage_estimator` import path {name!r} must name a callable, got {type(target).__name__}."
+        )
+    return target
+
+
+register_advantage_estimator("zscore", zscore_advantages)
+register_advantage_estimator("rank", rank_advantages)
