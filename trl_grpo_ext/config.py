@@ -27,13 +27,20 @@ def _parse_json_field(name: str, value: Any) -> Any:
         raise ValueError(f"`{name}` must be valid JSON when given as a string, got {value!r} ({err}).") from None
 
 
+def _floats(name: str, values: Any) -> list[float]:
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must hold numbers, got {values!r}.") from None
+
+
 def _check_range(name: str, value: Any) -> list[float] | None:
     if value is None:
         return None
     value = _parse_json_field(name, value)
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"`{name}` must be a pair [t_min, t_max], got {value!r}.")
-    t_min, t_max = (float(v) for v in value)
+    t_min, t_max = _floats(name, value)
     if not (math.isfinite(t_min) and math.isfinite(t_max)) or t_min <= 0 or t_max <= 0:
         raise ValueError(f"`{name}` must hold two finite temperatures > 0, got {value!r}.")
     if t_min > t_max:
@@ -207,11 +214,17 @@ class GRPOExtConfig(GRPOConfig):
             temps = _parse_json_field("group_temperatures", self.group_temperatures)
             if not isinstance(temps, (list, tuple)):
                 raise ValueError(f"`group_temperatures` must be a list of temperatures, got {temps!r}.")
-            temps = [float(t) for t in temps]
+            temps = _floats("group_temperatures", temps)
             if len(temps) != self.num_generations:
                 raise ValueError(
                     f"`group_temperatures` must have one temperature per generation (num_generations="
                     f"{self.num_generations}), got {len(temps)}: {temps}."
+                )
+            if self.num_generations_eval is not None and self.num_generations_eval != len(temps):
+                raise ValueError(
+                    f"`group_temperatures` has {len(temps)} temperatures but evaluation groups have "
+                    f"`num_generations_eval`={self.num_generations_eval}; use a computed ladder "
+                    "(temperature_schedule + temperature_range) or the same group size."
                 )
             if not all(math.isfinite(t) and t > 0 for t in temps):
                 raise ValueError(f"`group_temperatures` must all be finite and > 0, got {temps}.")
@@ -221,6 +234,11 @@ class GRPOExtConfig(GRPOConfig):
                     f"explicit `group_temperatures` ({temps})."
                 )
             self.group_temperatures = temps
+        if self.temperature_schedule != "constant" and self.group_temperatures is None and not self.temperature_range:
+            raise ValueError(
+                f"`temperature_range` must be a pair [t_min, t_max] for temperature_schedule="
+                f"{self.temperature_schedule!r}, got {self.temperature_range!r}."
+            )
         if self.temperature_range_final is not None and self.temperature_schedule == "constant":
             raise ValueError(
                 "`temperature_range_final` needs a ladder: set `temperature_schedule` to 'linear' or 'geometric' "
@@ -267,7 +285,10 @@ class GRPOExtConfig(GRPOConfig):
             from .rewards import get_objective
 
             for name in self.reward_objectives:
-                get_objective(name)  # raises ValueError listing the registered names
+                try:
+                    get_objective(name)
+                except ValueError as err:
+                    raise ValueError(f"`reward_objectives` names {name!r}: {err}") from err
             known = set(self.reward_objectives)
             for field_name in ("objective_weights", "objective_weights_final"):
                 unknown = set(getattr(self, field_name) or {}) - known

@@ -198,6 +198,12 @@ class GRPOExtTrainer(GRPOTrainer):
         frac = self._schedule_fraction()
         self.reward_weights = self._initial_reward_weights + (final - self._initial_reward_weights) * frac
 
+    def _log_metric(self, name: str, value: float):
+        # TRL averages a reward-side metric over processes; an error count must add up instead.
+        if name.endswith("/errors") and name[len("rewards/") : -len("/errors")] in self._objective_names:
+            value = value * self.accelerator.num_processes
+        super()._log_metric(name, value)
+
     # ------------------------------------------------------------------ ladder: sampling
     def current_ladder(self, num_generations: int) -> list[float]:
         """The K temperatures of the ladder at the current global step."""
