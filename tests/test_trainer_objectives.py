@@ -117,3 +117,24 @@ def test_reward_model_objective_by_path(tmp_path):
     assert trainer.reward_func_names == ["rm", "digits"]
     trainer.train()
     assert len(last_logged(trainer.state.log_history, "rewards/rm/mean")) == 1
+
+
+def test_weighted_reward_in_plain_trl(tmp_path):
+    """Portable mode: one ordinary reward function for trl.GRPOTrainer, objectives logged through log_metric."""
+    weighted = WeightedReward(
+        {"digits": digit_reward, "length": length_reward}, weights={"digits": 0.7, "length": 0.3}
+    )
+    trainer = GRPOTrainer(
+        model=resolve_model_path("tiny:tiny"),
+        reward_funcs=weighted,
+        args=GRPOConfig(**tiny_kwargs(tmp_path, max_steps=2)),
+        train_dataset=prompt_dataset(16),
+        processing_class=tiny_tokenizer_cached(),
+    )
+    trainer.train()
+    logs = trainer.state.log_history
+    digits, length = last_logged(logs, "objectives/digits/mean"), last_logged(logs, "objectives/length/mean")
+    rewards = last_logged(logs, "reward")
+    assert len(digits) == len(length) == len(rewards) == 2
+    for d, n, r in zip(digits, length, rewards):
+        assert r == pytest.approx(0.7 * d + 0.3 * n, abs=1e-5)
