@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import string
 from pathlib import Path
 
@@ -158,9 +159,16 @@ def resolve_model_path(name_or_path: str) -> str:
     seed = int(seed) if seed else 0
     target = cache_dir() / f"tiny-{size}-seed{seed}"
     if not (target / "config.json").exists():
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        # Build aside, then rename: several processes (torchrun) may race here, and one rename wins.
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         save_tiny(tmp, size=size, seed=seed)
-        tmp.replace(target) if not target.exists() else None
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 
