@@ -1,14 +1,19 @@
 """Offline generated tasks with exactly checked answers: the demo's and the tiny recipe's training data.
 
-`arithmetic_dataset` writes additions of a one-digit number and a number of one or two digits, in either order
-("47+8=" -> "55", "3+61=" -> "64"). Every problem belongs to exactly one split, decided by a hash of its text, so the
-held-out splits never share a problem with `train`:
+Two tasks, each with disjoint splits decided by a hash of the problem text (`problem_split`), so a held-out problem is
+never a training problem:
 
     train 80 % | validation 10 % (for tuning) | test 10 % (held out, reported)
 
-The 1,900 distinct problems give about 1,520 training, 190 validation and 190 test problems: a ~1 M-parameter
-character-level model learns the carries in a few minutes on a CPU, and it must learn to add rather than memorise to
-answer the held-out ones. (Two two-digit operands take it far longer than a demo can wait.)
+- `arithmetic_dataset`: additions of a one-digit number and a number of one or two digits, in either order
+  ("47+8=" -> "55", "3+61=" -> "64"); 1,900 distinct problems, about 1,520 / 190 / 190 per split. The `arithmetic`
+  dataset preset of the CLI uses it. (Two two-digit operands take a ~1 M-parameter model far longer to learn than a
+  demo can wait.)
+- `reversal_dataset`: reverse a string of 3 to 7 digits 1-9 ("rev 58213=" -> "31285"); millions of problems. The
+  demo uses it: its errors are near misses that GRPO corrects within minutes on a CPU (see `trl_grpo_ext.demo`).
+
+Both answers are numbers written with digits only, so the `accuracy` objective (last number of the completion) and
+the exact check `is_correct` agree on a completion that is only digits.
 
 Example:
     >>> ds = arithmetic_dataset(3, seed=0)
@@ -41,8 +46,8 @@ def problem_split(prompt: str) -> str:
     """The split a problem belongs to: a stable hash of its text (the same on every machine and Python run).
 
     Example:
-        >>> problem_split("12+34=")
-        'train'
+        >>> problem_split("3+61="), problem_split("47+8="), problem_split("rev 98765=")
+        ('train', 'test', 'validation')
     """
     bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") % 100
     return next(name for name, (low, high) in _SPLIT_BOUNDS.items() if low <= bucket < high)
@@ -118,48 +123,53 @@ def is_correct(completion: str, answer: str) -> bool:
     return completion.strip() == answer.strip()
 
 
-def exact_match_reward(completions: list, answer: list[str], **kwargs) -> list[float]:
+REVERSAL_DIGITS = "123456789"  # no zero: a reversed string never starts with 0, so numeric and exact checks agree
+REVERSAL_PREFIX = "rev "
+
+
+def reversal_dataset(
+    num_examples: int, seed: int, split: str = "train", min_length: int = 3, max_length: int = 7
+) -> Dataset:
     """
-    1.0 for a completion that `is_correct` for its `answer`, else 0.0 (TRL's reward-function protocol).
+    `num_examples` digit-reversal problems ("rev 58213=" -> "31285") of one split, columns `prompt` and `answer`.
+
+    Each string has a uniformly drawn length in [`min_length`, `max_length`] and digits 1-9 (so the answer is also a
+    number: the `accuracy` objective and `is_correct` agree). Problems are split by the same hash as
+    `arithmetic_dataset`, so no held-out problem is ever a training problem; the rows of one dataset are distinct.
 
     Args:
-        completions (`list[str]` or `list[list[dict]]`):
-            Completions, plain text or conversational (the last message's content is checked).
-        answer (`list[str]`):
-            The dataset column `answer`, one per completion.
+        num_examples (`int`):
+            Number of rows, >= 1.
+        seed (`int`):
+            Seed of the draw.
+        split (`str`, *optional*, defaults to `"train"`):
+            `"train"`, `"validation"` or `"test"` (alias `"heldout"`).
+        min_length (`int`, *optional*, defaults to 3), max_length (`int`, *optional*, defaults to 7):
+            Length range of the strings.
+
+    Returns:
+        `datasets.Dataset`: columns `prompt` and `answer` (both `str`).
 
     Example:
-        >>> exact_match_reward(["46", " 46", "4 6"], answer=["46", "46", "46"])
-        [1.0, 1.0, 0.0]
+        >>> row = reversal_dataset(1, seed=0)[0]
+        >>> row["prompt"][len(REVERSAL_PREFIX) : -1][::-1] == row["answer"]
+        True
     """
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [float(is_correct(text, ans)) for text, ans in zip(texts, answer)]
-
-
-def digit_match_reward(completions: list, answer: list[str], **kwargs) -> list[float]:
-    """
-    Partial credit: the fraction of digit positions, aligned on the right, where a completion agrees with its `answer`.
-
-    Positions are counted over the longer of the two strings, so a missing or an extra character costs its share:
-    "57" for "55" gets 1/2 (the tens digit is right), "155" gets 2/3, "5" gets 1/2. It rewards each digit of a sum
-    on its own, where the exact match rewards only the whole: a denser signal for GRPO while the units digit or the
-    carry is still mostly wrong.
-
-    Args:
-        completions (`list[str]` or `list[list[dict]]`):
-            Completions, plain text or conversational (the last message's content is checked).
-        answer (`list[str]`):
-            The dataset column `answer`, one per completion.
-
-    Example:
-        >>> digit_match_reward(["55", "57", "155", "5", "x"], answer=["55"] * 5)
-        [1.0, 0.5, 0.6666666666666666, 0.5, 0.0]
-    """
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    rewards = []
-    for text, ans in zip(texts, answer):
-        text, ans = text.strip(), ans.strip()
-        width = max(len(text), len(ans), 1)
-        matches = sum(a == b for a, b in zip(reversed(text), reversed(ans)))
-        rewards.append(matches / width)
-    return rewards
+    split = _check_split(split)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"`num_examples` should be a positive integer, got {num_examples!r}.")
+    if not 1 <= min_length <= max_length:
+        raise ValueError(
+            f"`min_length` and `max_length` should satisfy 1 <= min <= max, got {min_length}, {max_length}."
+        )
+    rng = random.Random(f"reversal-{split}-{seed}")
+    available = sum(len(REVERSAL_DIGITS) ** n for n in range(min_length, max_length + 1))
+    if num_examples > available // 20:  # a split holds >= 10 % of the strings; stay well below that
+        raise ValueError(f"`num_examples` should be at most {available // 20} for these lengths, got {num_examples}.")
+    rows: dict[str, str] = {}
+    while len(rows) < num_examples:
+        digits = "".join(rng.choice(REVERSAL_DIGITS) for _ in range(rng.randint(min_length, max_length)))
+        prompt = f"{REVERSAL_PREFIX}{digits}="
+        if prompt not in rows and problem_split(prompt) == split:
+            rows[prompt] = digits[::-1]
+    return Dataset.from_dict({"prompt": list(rows), "answer": list(rows.values())})
