@@ -140,3 +140,19 @@ def test_ladder_refuses_tools(tmp_path):
             processing_class=tiny_tokenizer_cached(),
             tools=[add],
         )
+
+
+def test_eval_uses_num_generations_eval_for_the_ladder(tmp_path):
+    trainer = build_trainer(
+        tmp_path,
+        temperature_schedule="linear",
+        temperature_range=[0.5, 1.5],
+        num_generations_eval=2,
+        per_device_eval_batch_size=4,
+        max_steps=1,
+    )
+    metrics = trainer.evaluate(eval_dataset=prompt_dataset(4))
+    # Eval groups have 2 slots: the ladder's two ends, and one reward per rung.
+    assert metrics["eval_ladder/t_min"] == pytest.approx(0.5)
+    assert metrics["eval_ladder/t_max"] == pytest.approx(1.5)
+    assert "eval_ladder/reward_rung_1" in metrics and "eval_ladder/reward_rung_2" not in metrics
