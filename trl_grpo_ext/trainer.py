@@ -90,7 +90,7 @@ class GRPOExtTrainer(GRPOTrainer):
 
         self._objective_names = list(objectives)
         self._initial_reward_weights = self.reward_weights.clone()
-        self._final_reward_weights = self._resolve_final_weights(args, names)
+        self._final_reward_weights = self._resolve_final_weights(args, self.reward_func_names, self.reward_weights)
         self._advantage_estimator = (
             None if args.advantage_estimator == "zscore" else get_advantage_estimator(args.advantage_estimator)
         )
@@ -173,16 +173,20 @@ class GRPOExtTrainer(GRPOTrainer):
         return call_on_global_batch
 
     @staticmethod
-    def _resolve_final_weights(args: GRPOExtConfig, names) -> dict[str, float] | None:
+    def _resolve_final_weights(args: GRPOExtConfig, names, initial: torch.Tensor) -> torch.Tensor | None:
+        """The weight vector at the last step: the initial weights with `objective_weights_final` applied by name."""
         final = args.objective_weights_final
         if not final:
             return None
-        unknown = set(final) - set(names or [])
+        unknown = set(final) - set(names)
         if unknown:
             raise ValueError(
                 f"`objective_weights_final` names unknown objectives {sorted(unknown)}; valid names: {names}."
             )
-        return final
+        weights = initial.clone()
+        for name, weight in final.items():
+            weights[names.index(name)] = weight
+        return weights
 
     def _schedule_fraction(self) -> float:
         """Fraction of training done, from `state.global_step` (so schedules survive resume)."""
@@ -192,11 +196,10 @@ class GRPOExtTrainer(GRPOTrainer):
     def _update_reward_weights(self) -> None:
         if self._final_reward_weights is None:
             return
-        final = self._initial_reward_weights.clone()
-        for name, weight in self._final_reward_weights.items():
-            final[self.reward_func_names.index(name)] = weight
         frac = self._schedule_fraction()
-        self.reward_weights = self._initial_reward_weights + (final - self._initial_reward_weights) * frac
+        self.reward_weights = (
+            self._initial_reward_weights + (self._final_reward_weights - self._initial_reward_weights) * frac
+        )
 
     def _log_metric(self, name: str, value: float):
         # TRL averages a reward-side metric over processes; an error count must add up instead.
@@ -321,7 +324,7 @@ class GRPOExtTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         self._update_reward_weights()
-        temps = None
+        ladder = temps = None
         if self.args.uses_ladder:
             ladder = self.current_ladder(num_generations)
             temps = row_temperatures(ladder, len(inputs), self.accelerator.process_index)
@@ -337,7 +340,7 @@ class GRPOExtTrainer(GRPOTrainer):
         rewards_per_func, self._captured_rewards = self._captured_rewards, None
         if self._advantage_estimator is not None:
             self._replace_advantages(output, rewards_per_func, num_generations)
-        self._log_extension_metrics(mode, output, rewards_per_func, num_generations, temps)
+        self._log_extension_metrics(mode, output, rewards_per_func, num_generations, ladder)
         if temps is not None and self.args.ladder_logprob_temperature == "sampled":
             output[TEMPERATURE_KEY] = temps.to(self.accelerator.device)  # follows the rows through shuffle/split
         return output
@@ -359,7 +362,7 @@ class GRPOExtTrainer(GRPOTrainer):
             logged.pop()
         logged.extend(advantages.tolist())
 
-    def _log_extension_metrics(self, mode, output, rewards_per_func, num_generations: int, temps) -> None:
+    def _log_extension_metrics(self, mode, output, rewards_per_func, num_generations: int, ladder) -> None:
         metrics = self._metrics[mode]
         advantages = self.accelerator.gather(output["advantages"]).float()
         metrics["advantages/mean"].append(advantages.mean().item())
@@ -374,9 +377,8 @@ class GRPOExtTrainer(GRPOTrainer):
         local = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
         metrics["ladder/distinct_frac"].append(distinct_fraction(gather_object(local), num_generations))
 
-        if temps is None:
+        if ladder is None:
             return
-        ladder = self.current_ladder(num_generations)
         metrics["ladder/t_min"].append(min(ladder))
         metrics["ladder/t_max"].append(max(ladder))
         weights = self.reward_weights.to(rewards_per_func.device)
