@@ -40,8 +40,9 @@ def model(tokenizer):
     return build_tiny_model(tokenizer, seed=0).eval()
 
 
-def test_docstring_examples():
-    assert doctest.testmod(sampling, raise_on_error=False).failed == 0
+@pytest.mark.parametrize("module", [sampling.ladder, sampling.processors, sampling.scoring, sampling.metrics])
+def test_docstring_examples(module):
+    assert doctest.testmod(module, raise_on_error=False).failed == 0
 
 
 # 1. The ladder's numbers
