@@ -245,18 +245,32 @@ class GRPOExtConfig(GRPOConfig):
                 f"(got temperature_schedule={self.temperature_schedule!r})."
             )
         if self.uses_ladder:
-            backends = {
-                "use_vllm": self.use_vllm,
-                "use_transformers_continuous_batching": getattr(self, "use_transformers_continuous_batching", False),
-                "use_transformers_paged": getattr(self, "use_transformers_paged", False),
-            }
-            for name, on in backends.items():
-                if on:
-                    raise ValueError(
-                        f"The temperature ladder (temperature_schedule={self.temperature_schedule!r}, "
-                        f"group_temperatures={self.group_temperatures}) needs transformers `generate`; `{name}=True` "
-                        "is not supported with it. Set the schedule to 'constant' or turn the backend off."
-                    )
+            self._validate_ladder_backend()
+
+    def _validate_ladder_backend(self) -> None:
+        """The ladder runs on transformers `generate` and on vLLM (colocate and server), within vLLM's range."""
+        for name in ("use_transformers_continuous_batching", "use_transformers_paged"):
+            if getattr(self, name, False):
+                raise ValueError(
+                    f"The temperature ladder (temperature_schedule={self.temperature_schedule!r}, "
+                    f"group_temperatures={self.group_temperatures}) is not supported with `{name}=True`: transformers' "
+                    "`generate_batch` applies one set of sampling parameters to every request. Use transformers "
+                    "`generate` (the default) or `use_vllm=True`, or set temperature_schedule='constant'."
+                )
+        if not self.use_vllm:
+            return
+        from .sampling.vllm_backend import VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE
+
+        ends = {"group_temperatures": self.group_temperatures}
+        if self.group_temperatures is None:
+            ends = {"temperature_range": self.temperature_range, "temperature_range_final": self.temperature_range_final}
+        for name, temps in ends.items():
+            if temps is not None and not all(VLLM_MIN_TEMPERATURE <= t <= VLLM_MAX_TEMPERATURE for t in temps):
+                raise ValueError(
+                    f"`{name}`={temps} is outside vLLM's temperature range [{VLLM_MIN_TEMPERATURE}, "
+                    f"{VLLM_MAX_TEMPERATURE}] (vLLM refuses temperatures above {VLLM_MAX_TEMPERATURE} and raises those "
+                    f"below {VLLM_MIN_TEMPERATURE} to it) with `use_vllm=True`."
+                )
 
     def _validate_advantages(self) -> None:
         from .advantages import get_advantage_estimator

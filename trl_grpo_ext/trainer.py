@@ -4,7 +4,8 @@ Each feature hooks the smallest TRL method and calls `super()`; no TRL method bo
 
 | feature            | TRL method wrapped                        | what the wrapper does                                    |
 |--------------------|-------------------------------------------|----------------------------------------------------------|
-| ladder: sampling   | `_generate_single_turn`                   | temperature 1.0 in the config + a per-row logits processor |
+| ladder: sampling   | `_generate_single_turn`                   | generate: temperature 1.0 + a per-row logits processor;  |
+|                    |                                           | vLLM: per-row SamplingParams / one request per rung      |
 | ladder: scoring    | `_get_per_token_logps_and_entropies`      | scales each row's last hidden state by T_base / T_row    |
 | ladder: loss rows  | `_generate_and_score_completions` output  | adds `ext_temperature`, which follows TRL's shuffle/split |
 | advantages         | `_calculate_rewards` + `_generate_and_score_completions` | captures the gathered rewards, replaces the advantages |
@@ -38,6 +39,7 @@ from .sampling import (
     row_temperatures,
     scale_hidden_states,
 )
+from .sampling.vllm_backend import ladder_vllm_generation
 
 TEMPERATURE_KEY = "ext_temperature"
 
@@ -69,8 +71,8 @@ class GRPOExtTrainer(GRPOTrainer):
                 if kwargs.get(name) is not None:
                     raise ValueError(
                         f"The temperature ladder (temperature_schedule={args.temperature_schedule!r}) runs inside "
-                        f"transformers `generate`; `{name}` calls generation on its own rows and is not supported "
-                        "with it. Use temperature_schedule='constant'."
+                        f"TRL's single-turn generation; `{name}` calls generation on its own rows and is not "
+                        "supported with it. Use temperature_schedule='constant'."
                     )
 
         reward_funcs, weights, names, objectives = self._expand_objectives(reward_funcs, args)
@@ -94,6 +96,7 @@ class GRPOExtTrainer(GRPOTrainer):
         self._advantage_estimator = (
             None if args.advantage_estimator == "zscore" else get_advantage_estimator(args.advantage_estimator)
         )
+        self._sampling_ladder: list[float] | None = None  # the K temperatures of the batch being generated
         self._sampling_temperatures: torch.Tensor | None = None  # rows being generated now
         self._scoring_temperatures: torch.Tensor | None = None  # rows to score at their own temperature
         self._hooked_temperatures: torch.Tensor | None = None  # the same, only while log-probs are computed
@@ -229,9 +232,14 @@ class GRPOExtTrainer(GRPOTrainer):
         if len(prompt_ids) != len(temps):
             raise RuntimeError(
                 f"The temperature ladder holds {len(temps)} row temperatures but generation was asked for "
-                f"{len(prompt_ids)} rows; only TRL's single-turn transformers generation is supported with a ladder."
+                f"{len(prompt_ids)} rows; only TRL's single-turn generation is supported with a ladder."
             )
-        with self._row_temperature_generation(temps):
+        if self.use_vllm:
+            process_index = self.accelerator.process_index
+            context = ladder_vllm_generation(self.vllm_generation, self._sampling_ladder, len(temps), process_index)
+        else:
+            context = self._row_temperature_generation(temps)
+        with context:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
 
     @contextlib.contextmanager
@@ -328,13 +336,13 @@ class GRPOExtTrainer(GRPOTrainer):
         if self.args.uses_ladder:
             ladder = self.current_ladder(num_generations)
             temps = row_temperatures(ladder, len(inputs), self.accelerator.process_index)
-            self._sampling_temperatures = temps
+            self._sampling_ladder, self._sampling_temperatures = ladder, temps
             if self.args.ladder_logprob_temperature == "sampled":
                 self._scoring_temperatures = temps  # old-policy and reference log-probs, in generation order
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            self._sampling_temperatures = None
+            self._sampling_ladder = self._sampling_temperatures = None
             self._scoring_temperatures = None
 
         rewards_per_func, self._captured_rewards = self._captured_rewards, None

@@ -1,0 +1,78 @@
+"""Train a tiny GRPO run through a real vLLM engine and write what it did to JSON (one engine per process).
+
+    python tests/vllm/run_trainer.py SPEC.json OUT.json
+
+SPEC: {"trainer": "trl" | "ext", "config": {GRPOConfig kwargs}, "model": "tiny:small", "prompts": 16,
+       "server_without_weight_sync": false}
+OUT:  {"log_history": [...], "completions": [...], "prompts": [...]} (completions in the order the reward saw them)
+
+`server_without_weight_sync` is for a CPU machine in server mode: TRL's weight sync needs NCCL on CUDA
+(`VLLMClient.init_communicator` raises NotImplementedError on CPU), so the test trains with learning_rate=0 and turns
+the sync into a no-op; the server then holds exactly the trainer's weights and everything else is TRL's real path.
+"""
+
+import json
+import os
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def main(spec_path: str, out_path: str) -> None:
+    import trl
+    from datasets import Dataset
+
+    from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+    from trl_grpo_ext.tiny import resolve_model_path
+
+    spec = json.load(open(spec_path))
+    seen = {"prompts": [], "completions": []}
+
+    def digit_reward(prompts, completions, **kwargs):
+        seen["prompts"].extend(prompts)
+        seen["completions"].extend(completions)
+        return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+    if spec.get("server_without_weight_sync"):
+        from trl.generation.vllm_client import VLLMClient
+        from trl.generation.vllm_generation import VLLMGeneration
+
+        assert spec["config"].get("learning_rate") == 0.0, "without weight sync the weights must not change"
+        VLLMClient.init_communicator = lambda self, device=0: None
+        VLLMGeneration.sync_weights = lambda self: None
+
+    dataset = Dataset.from_list([{"prompt": f"{i % 7}+{i % 5}="} for i in range(spec.get("prompts", 16))])
+    config_cls, trainer_cls = (
+        (trl.GRPOConfig, trl.GRPOTrainer) if spec["trainer"] == "trl" else (GRPOExtConfig, GRPOExtTrainer)
+    )
+    kwargs = dict(
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        disable_tqdm=True,
+        use_vllm=True,
+        vllm_mode="colocate",
+        vllm_max_model_length=128,
+    )
+    kwargs.update(spec["config"])
+    args = config_cls(os.path.dirname(out_path) + "/run", **kwargs)
+    trainer = trainer_cls(
+        resolve_model_path(spec.get("model", "tiny:small")),
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=dataset,
+    )
+    trainer.train()
+    json.dump({"log_history": trainer.state.log_history, **seen}, open(out_path, "w"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

