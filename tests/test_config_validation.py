@@ -161,19 +161,47 @@ def test_group_temperatures_must_fit_the_eval_group_size(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------- conflicts
-@pytest.mark.parametrize("backend", ["use_vllm", "use_transformers_continuous_batching"])
+@pytest.mark.parametrize("backend", ["use_transformers_continuous_batching"])  # TRL maps the deprecated paged flag
 @pytest.mark.parametrize(
     "ladder",
     [{"temperature_schedule": "linear"}, {"temperature_schedule": "geometric"}, {"group_temperatures": [1.0] * 4}],
     ids=["linear", "geometric", "group_temperatures"],
 )
-def test_ladder_refuses_other_generation_backends(ladder, backend, tmp_path):
+def test_ladder_refuses_continuous_batching(ladder, backend, tmp_path):
     message = _raises(tmp_path, {**ladder, backend: True})
-    assert f"`{backend}=True`" in message, message
+    assert f"`{backend}=True`" in message and "generate_batch" in message, message
     assert "temperature_schedule=" in message, message
     # TRL's own generate path, or a constant schedule with the backend, is fine.
     assert _config(tmp_path, **ladder).uses_ladder
     assert not _config(tmp_path, **{backend: True}).uses_ladder
+
+
+@pytest.mark.parametrize(
+    "ladder",
+    [
+        {"temperature_schedule": "linear", "temperature_range": [0.7, 1.0]},
+        {"temperature_schedule": "geometric", "temperature_range": [0.01, 2.0]},
+        {"temperature_schedule": "linear", "temperature_range": [0.7, 1.0], "temperature_range_final": [0.3, 2.0]},
+        {"group_temperatures": [0.01, 0.5, 1.0, 2.0]},
+    ],
+)
+def test_ladder_on_vllm_within_its_range_is_accepted(ladder, tmp_path):
+    assert _config(tmp_path, use_vllm=True, **ladder).uses_ladder
+
+
+@pytest.mark.parametrize(
+    "field, ladder",
+    [
+        ("temperature_range", {"temperature_schedule": "linear", "temperature_range": [0.7, 2.5]}),
+        ("temperature_range", {"temperature_schedule": "geometric", "temperature_range": [0.005, 1.0]}),
+        ("temperature_range_final", {"temperature_schedule": "linear", "temperature_range_final": [0.7, 3.0]}),
+        ("group_temperatures", {"group_temperatures": [0.7, 0.8, 0.9, 2.1]}),
+    ],
+)
+def test_ladder_on_vllm_outside_its_range_is_refused(field, ladder, tmp_path):
+    message = _raises(tmp_path, {**ladder, "use_vllm": True})
+    assert f"`{field}`" in message and "[0.01, 2.0]" in message and "use_vllm=True" in message, message
+    assert _config(tmp_path, **ladder).uses_ladder  # transformers `generate` takes any temperature > 0
 
 
 @pytest.mark.parametrize("estimator", ["rank", "tests.helpers:digit_reward"])

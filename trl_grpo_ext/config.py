@@ -249,14 +249,15 @@ class GRPOExtConfig(GRPOConfig):
 
     def _validate_ladder_backend(self) -> None:
         """The ladder runs on transformers `generate` and on vLLM (colocate and server), within vLLM's range."""
-        for name in ("use_transformers_continuous_batching", "use_transformers_paged"):
-            if getattr(self, name, False):
-                raise ValueError(
-                    f"The temperature ladder (temperature_schedule={self.temperature_schedule!r}, "
-                    f"group_temperatures={self.group_temperatures}) is not supported with `{name}=True`: transformers' "
-                    "`generate_batch` applies one set of sampling parameters to every request. Use transformers "
-                    "`generate` (the default) or `use_vllm=True`, or set temperature_schedule='constant'."
-                )
+        # TRL's __post_init__ has already mapped the deprecated `use_transformers_paged` onto this flag.
+        if getattr(self, "use_transformers_continuous_batching", False):
+            raise ValueError(
+                f"The temperature ladder (temperature_schedule={self.temperature_schedule!r}, "
+                f"group_temperatures={self.group_temperatures}) is not supported with "
+                "`use_transformers_continuous_batching=True`: transformers' `generate_batch` applies one set of "
+                "sampling parameters to every request. Use transformers `generate` (the default) or `use_vllm=True`, "
+                "or set temperature_schedule='constant'."
+            )
         if not self.use_vllm:
             return
         from .sampling.vllm_backend import VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE

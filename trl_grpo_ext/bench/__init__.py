@@ -9,6 +9,7 @@
 | `ladder`     | `ladder.py`      | one ladder `generate` vs constant temperature vs K separate calls            |
 | `estimators` | `estimators.py`  | the advantage estimators                                                      |
 | `gpu`        | `gpu.py`         | Qwen2.5-shaped models, LoRA vs QLoRA, ext vs trl (`--gpu`; `cpu-toy` w/o CUDA) |
+| `vllm`       | `vllm_ladder.py` | ladder vs constant temperature through vLLM; vLLM vs transformers `generate`  |
 
 `main` prints one plain-text table per benchmark and writes the rows, with an environment header (machine, versions,
 date, command line), to a JSON file. Benchmarks are not tests: they report PASS/FAIL against their targets and exit
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ladder": ("ladder", "bench_ladder"),
     "estimators": ("estimators", "bench_estimators"),
     "gpu": ("gpu", "bench_gpu"),
+    "vllm": ("vllm_ladder", "bench_vllm"),  # needs vLLM: `--only vllm` in the vLLM venv
 }
 DEFAULT_BENCHMARKS = ("overhead", "ladder", "estimators")
 DEFAULT_OUT = "bench-results.json"
