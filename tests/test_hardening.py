@@ -87,6 +87,16 @@ def test_async_group_objective_in_a_weighted_reward(tmp_path):
     assert list(trainer._logs["rewards"]["anovelty"]) == pytest.approx(expected)
 
 
+def test_group_module_and_config_conversion_examples():
+    import doctest
+
+    import trl_grpo_ext.config
+    import trl_grpo_ext.rewards.group
+
+    for module in (trl_grpo_ext.rewards.group, trl_grpo_ext.config):
+        assert doctest.testmod(module, raise_on_error=False).failed == 0, module
+
+
 # ------------------------------------------------------------------------------------ 4. anneal one objective away
 
 
@@ -95,7 +105,9 @@ def test_zero_weight_for_one_objective_is_accepted(field_name, tmp_path):
     objectives = {"accuracy": 1.0, "novelty": 0.5}
     args = tiny_args(tmp_path, reward_objectives=objectives, **{field_name: {"novelty": 0.0}})
     assert getattr(args, field_name) == {"novelty": 0.0}
-    with pytest.raises(ValueError, match=f"`{field_name}`.*all zero"):  # the combined vector must not be all zero
+    with pytest.raises(
+        ValueError, match=f"`{field_name}` makes all objective weights zero"
+    ):  # the combined vector must not be all zero
         tiny_args(tmp_path, reward_objectives=objectives, **{field_name: {"novelty": 0.0, "accuracy": 0.0}})
     args = tiny_args(tmp_path, max_steps=2, **{field_name: {"novelty": 0.0}})
     weighted = WeightedReward({"digits": digit_reward, "novelty": novelty})
