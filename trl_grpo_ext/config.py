@@ -102,6 +102,10 @@ class GRPOExtConfig(GRPOConfig):
         ladder_logprob_temperature (`str`, *optional*, defaults to `"sampled"`):
             Temperature at which the loss, old-policy and reference log-probs of a completion are computed:
             `"sampled"` (the temperature it was sampled at) or `"base"` (`temperature` for every row, as TRL).
+            TRL's entropies follow the log-probs: with a ladder and `"sampled"`, the `entropy` metric is each row's
+            entropy at its own temperature, and `top_entropy_quantile < 1`, `entropy_coef != 0` and
+            `use_adaptive_entropy` are refused (docs/ladder.md). A ladder also refuses a `temperature` in
+            `generation_kwargs`; a group of one (`num_generations_eval=1`) is sampled at `temperature`.
 
         > Parameters that control the advantages
 
@@ -115,7 +119,8 @@ class GRPOExtConfig(GRPOConfig):
             Objectives by name (registered or `"package.module:function"`) with their weights, e.g.
             `{"accuracy": 0.7, "readability": 0.2, "novelty": 0.1}`. Used when the trainer gets no `reward_funcs`.
         objective_weights (`dict[str, float]`, *optional*):
-            Weights by objective name, overriding the weights of the `WeightedReward` objectives.
+            Weights by objective name, overriding the weights of the `WeightedReward` objectives. Some may be 0; the
+            combined weights may not all be.
         objective_weights_final (`dict[str, float]`, *optional*):
             Weights reached at the last training step; each weight moves linearly from its initial value.
         novelty_ngram (`int`, *optional*, defaults to `3`):
@@ -123,7 +128,8 @@ class GRPOExtConfig(GRPOConfig):
         reward_error_policy (`str`, *optional*, defaults to `"raise"`):
             What an objective that raises, returns NaN/inf or a list of the wrong length does: `"raise"` stops with
             an error naming the objective and the completion; `"skip"` gives `None` for the affected completions
-            (TRL excludes all-None rows) and counts them in `rewards/{name}/errors`.
+            (TRL excludes all-None rows) and counts them in `rewards/{name}/errors`. Under `sum_then_normalize`,
+            TRL's weighted `nansum` then adds nothing for a skipped objective: the same total as a reward of 0.
     """
 
     # Temperature ladder
@@ -198,7 +204,8 @@ class GRPOExtConfig(GRPOConfig):
         metadata={
             "help": "What an objective that raises, returns NaN/inf or the wrong number of rewards does: 'raise' "
             "(stop, naming objective and completion) or 'skip' (None for those completions, counted in "
-            "rewards/{name}/errors). Never a silent 0.",
+            "rewards/{name}/errors; under sum_then_normalize TRL's nansum then adds nothing for it, as for a 0 "
+            "reward: docs/objectives.md). Never a silent 0: always an error or a counted None.",
             "choices": list(REWARD_ERROR_POLICIES),
         },
     )
