@@ -109,20 +109,20 @@ class GRPOExtTrainer(GRPOTrainer):
             args.reward_weights = weights
         try:
             super().__init__(
-                model,
-                reward_funcs,
-                args,
-                train_dataset,
-                eval_dataset,
-                processing_class,
-                reward_processing_classes,
-                callbacks,
-                optimizers,
-                quantization_config,
-                peft_config,
-                tools,
-                rollout_func,
-                environment_factory,
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+                tools=tools,
+                rollout_func=rollout_func,
+                environment_factory=environment_factory,
             )
         finally:
             args.reward_weights = user_weights
