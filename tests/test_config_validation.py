@@ -83,14 +83,22 @@ INVALID = [
     ("objective_weights", {"objective_weights": {"accuracy": INF}}, "inf"),
     ("objective_weights", {"objective_weights": {"accuracy": -INF}}, "-inf"),
     ("objective_weights", {"objective_weights": {"accuracy": None}}, "None"),
-    ("objective_weights", {"objective_weights": {"accuracy": 0.0, "novelty": 0}}, "'novelty': 0.0"),
+    (
+        "objective_weights",
+        {**OBJECTIVES, "objective_weights": {"accuracy": 0.0, "readability": 0}},
+        "'readability': 0.0",
+    ),
     ("objective_weights", {"objective_weights": "{accuracy: 1}"}, "{accuracy: 1}"),
     ("objective_weights", {**OBJECTIVES, "objective_weights": {"acuracy": 1.0}}, "acuracy"),
     ("objective_weights_final", {"objective_weights_final": {}}, "{}"),
     ("objective_weights_final", {"objective_weights_final": {"accuracy": NAN}}, "nan"),
     ("objective_weights_final", {"objective_weights_final": {"accuracy": -INF}}, "-inf"),
     ("objective_weights_final", {"objective_weights_final": {"accuracy": "x"}}, "'x'"),
-    ("objective_weights_final", {"objective_weights_final": {"accuracy": 0}}, "'accuracy': 0.0"),
+    (
+        "objective_weights_final",
+        {**OBJECTIVES, "objective_weights_final": {"accuracy": 0, "readability": 0}},
+        "'accuracy': 0.0",
+    ),
     ("objective_weights_final", {**OBJECTIVES, "objective_weights_final": {"novelty": 1.0}}, "novelty"),
     ("novelty_ngram", {"novelty_ngram": 0}, "0"),
     ("novelty_ngram", {"novelty_ngram": -2}, "-2"),
@@ -240,11 +248,16 @@ def test_weights_naming_an_unknown_objective(field_name, tmp_path):
 
 
 @pytest.mark.parametrize("field_name", ["reward_objectives", "objective_weights", "objective_weights_final"])
-@pytest.mark.parametrize("weights", [{"accuracy": 0}, {"accuracy": 0.0, "readability": -0.0}])
-def test_all_zero_weights(field_name, weights, tmp_path):
+def test_all_zero_weights(field_name, tmp_path):
+    # objective_weights(_final) override some objectives: only the combined vector must be non-zero (issue 13, item 4).
+    weights = {"accuracy": 0.0, "readability": -0.0}
     overrides = {field_name: weights} if field_name == "reward_objectives" else {**OBJECTIVES, field_name: weights}
     message = _raises(tmp_path, overrides)
     assert field_name in message and "non-zero" in message, message
+    if field_name != "reward_objectives":
+        assert getattr(_config(tmp_path, **{**OBJECTIVES, field_name: {"accuracy": 0}}), field_name) == {
+            "accuracy": 0.0
+        }
 
 
 @pytest.mark.parametrize("field_name", ["reward_objectives", "objective_weights", "objective_weights_final"])

@@ -43,9 +43,8 @@ def _expected_ladder(step: int, max_steps: int) -> list[float]:
     return [t_min + (t_max - t_min) * i / (K - 1) for i in range(K)]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    """Per process, the JSON written by record_ladder.py (one torchrun launch for the whole module)."""
+def _torchrun(tmp_path_factory, script: str, prefix: str) -> list[dict]:
+    """Launch `script OUTPUT_DIR MODEL_PATH` on NUM_PROCESSES CPU processes; return each process's OUTPUT_DIR/{prefix}{rank}.json."""
     torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed")
@@ -64,12 +63,18 @@ def ranks(tmp_path_factory):
         "TRL_GRPO_EXT_CACHE": str(cache),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
-    command = [torchrun, "--standalone", f"--nproc_per_node={NUM_PROCESSES}", "tests/dist/record_ladder.py"]
+    command = [torchrun, "--standalone", f"--nproc_per_node={NUM_PROCESSES}", script]
     result = subprocess.run(
         [*command, str(output_dir), model_path], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return [json.loads((output_dir / f"rank{rank}.json").read_text()) for rank in range(NUM_PROCESSES)]
+    return [json.loads((output_dir / f"{prefix}{rank}.json").read_text()) for rank in range(NUM_PROCESSES)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Per process, the JSON written by record_ladder.py (one torchrun launch for the whole module)."""
+    return _torchrun(tmp_path_factory, "tests/dist/record_ladder.py", "rank")
 
 
 def _steps(ranks) -> list[list[dict]]:
@@ -169,3 +174,25 @@ def test_skipped_rewards_match_one_process_and_are_counted(ranks):
     assert any(expected_counts), "no completion was skipped: the check would be vacuous"
     # The documented meaning: the number of completions affected in the (global) generation batch.
     assert logged == pytest.approx(expected_counts), f"logged {logged}, affected {expected_counts}"
+
+
+def test_group_objective_failures_are_checked_on_the_global_result(tmp_path_factory):
+    """A group objective's short result or NaN at a global row: every process raises, or all skip the same rows."""
+    from tests.dist import group_guard as guard
+
+    outcomes = _torchrun(tmp_path_factory, "tests/dist/group_guard.py", "guard")
+    n = NUM_PROCESSES * guard.PER_DEVICE_ROWS
+    for name in ("short", "nan"):
+        errors = [outcome[f"raise/{name}"].get("error") for outcome in outcomes]
+        assert all(e is not None and "ObjectiveError" in e and repr(name) in e for e in errors), (name, errors)
+    # "skip", as in one process: a short result skips every row of the batch, a NaN skips its global row only.
+    expected = {"short": [None] * n, "nan": [None if i == guard.NAN_INDEX else 1.0 for i in range(n)]}
+    for name, rows in expected.items():
+        got = [r for outcome in outcomes for r in outcome[f"skip/{name}"]["rewards"]]
+        assert got == rows, (name, got)
+        # The trainer multiplies each process's count by the number of processes and TRL averages over processes,
+        # so the logged value is the sum of what the processes report: it must be the global count.
+        reported = [
+            v for outcome in outcomes for key, v in outcome[f"skip/{name}"]["logged"] if key.endswith("errors")
+        ]
+        assert sum(reported) == rows.count(None), (name, reported)

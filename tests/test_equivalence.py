@@ -48,6 +48,9 @@ def test_defaults_are_trl(setting, tmp_path):
     ext_trainer = _train(GRPOExtTrainer, GRPOExtConfig, tmp_path, **SETTINGS[setting])
 
     assert_logs_match(trl_trainer.state.log_history, ext_trainer.state.log_history, atol=1e-6)
+    # Exactly TRL's log keys, both ways: no option set means no extra metric.
+    trl_keys = [sorted(entry) for entry in trl_trainer.state.log_history]
+    assert [sorted(entry) for entry in ext_trainer.state.log_history] == trl_keys
     # Same completions and rewards in the last generation batch, and the same trained weights.
     assert list(trl_trainer._logs["completion"]) == list(ext_trainer._logs["completion"])
     for name in trl_trainer.reward_func_names:

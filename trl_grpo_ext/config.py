@@ -5,6 +5,8 @@ Every new field defaults to TRL's behaviour: a config with none of them set trai
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ def _check_range(name: str, value: Any) -> list[float] | None:
     return [t_min, t_max]
 
 
-def _check_weights(name: str, value: Any) -> dict[str, float] | None:
+def _check_weights(name: str, value: Any, allow_all_zero: bool = False) -> dict[str, float] | None:
     if value is None:
         return None
     value = _parse_json_field(name, value)
@@ -63,9 +65,19 @@ def _check_weights(name: str, value: Any) -> dict[str, float] | None:
         if not math.isfinite(weight):
             raise ValueError(f"`{name}[{key!r}]` must be finite, got {weight}.")
         weights[str(key)] = weight
-    if all(w == 0 for w in weights.values()):
+    if not allow_all_zero and all(w == 0 for w in weights.values()):
         raise ValueError(f"`{name}` must have at least one non-zero weight, got {weights}.")
     return weights
+
+
+def _check_combined_weights(name: str, combined: dict[str, float]) -> None:
+    """`objective_weights` / `objective_weights_final` override some objectives: only the combined vector must be
+    non-zero (`{"novelty": 0.0}` anneals one objective away)."""
+    if combined and all(w == 0 for w in combined.values()):
+        raise ValueError(
+            f"`{name}` makes all objective weights zero ({combined}), so the reward would be constant; keep at least "
+            "one objective with a non-zero weight."
+        )
 
 
 @dataclass
@@ -90,6 +102,10 @@ class GRPOExtConfig(GRPOConfig):
         ladder_logprob_temperature (`str`, *optional*, defaults to `"sampled"`):
             Temperature at which the loss, old-policy and reference log-probs of a completion are computed:
             `"sampled"` (the temperature it was sampled at) or `"base"` (`temperature` for every row, as TRL).
+            TRL's entropies follow the log-probs: with a ladder and `"sampled"`, the `entropy` metric is each row's
+            entropy at its own temperature, and `top_entropy_quantile < 1`, `entropy_coef != 0` and
+            `use_adaptive_entropy` are refused (docs/ladder.md). A ladder also refuses a `temperature` in
+            `generation_kwargs`; a group of one (`num_generations_eval=1`) is sampled at `temperature`.
 
         > Parameters that control the advantages
 
@@ -103,7 +119,8 @@ class GRPOExtConfig(GRPOConfig):
             Objectives by name (registered or `"package.module:function"`) with their weights, e.g.
             `{"accuracy": 0.7, "readability": 0.2, "novelty": 0.1}`. Used when the trainer gets no `reward_funcs`.
         objective_weights (`dict[str, float]`, *optional*):
-            Weights by objective name, overriding the weights of the `WeightedReward` objectives.
+            Weights by objective name, overriding the weights of the `WeightedReward` objectives. Some may be 0; the
+            combined weights may not all be.
         objective_weights_final (`dict[str, float]`, *optional*):
             Weights reached at the last training step; each weight moves linearly from its initial value.
         novelty_ngram (`int`, *optional*, defaults to `3`):
@@ -111,7 +128,8 @@ class GRPOExtConfig(GRPOConfig):
         reward_error_policy (`str`, *optional*, defaults to `"raise"`):
             What an objective that raises, returns NaN/inf or a list of the wrong length does: `"raise"` stops with
             an error naming the objective and the completion; `"skip"` gives `None` for the affected completions
-            (TRL excludes all-None rows) and counts them in `rewards/{name}/errors`.
+            (TRL excludes all-None rows) and counts them in `rewards/{name}/errors`. Under `sum_then_normalize`,
+            TRL's weighted `nansum` then adds nothing for a skipped objective: the same total as a reward of 0.
     """
 
     # Temperature ladder
@@ -186,14 +204,54 @@ class GRPOExtConfig(GRPOConfig):
         metadata={
             "help": "What an objective that raises, returns NaN/inf or the wrong number of rewards does: 'raise' "
             "(stop, naming objective and completion) or 'skip' (None for those completions, counted in "
-            "rewards/{name}/errors). Never a silent 0.",
+            "rewards/{name}/errors; under sum_then_normalize TRL's nansum then adds nothing for it, as for a 0 "
+            "reward: docs/objectives.md). Never a silent 0: always an error or a counted None.",
             "choices": list(REWARD_ERROR_POLICIES),
         },
     )
 
     def __post_init__(self):
         super().__post_init__()
+        self._validate_extension()
+
+    @classmethod
+    def from_trl(cls, args: GRPOConfig, **extension_fields: Any) -> GRPOExtConfig:
+        """A `GRPOExtConfig` holding every field of the `trl.GRPOConfig` `args`, plus extension fields.
+
+        TRL's fields are copied as `args` holds them (after TRL's `__post_init__`, which is not run again: it would
+        refuse its own derived values, e.g. `generation_batch_size` with `steps_per_generation`). The extension fields
+        take their defaults unless given, and are validated. `GRPOExtTrainer` converts `args=trl.GRPOConfig(...)` so.
+
+        Example:
+            >>> from trl import GRPOConfig
+            >>> trl_args = GRPOConfig("out", beta=0.05, use_cpu=True, bf16=False)
+            >>> args = GRPOExtConfig.from_trl(trl_args, temperature_schedule="linear")
+            >>> args.beta, args.temperature_schedule, args.advantage_estimator
+            (0.05, 'linear', 'zscore')
+        """
+        if not isinstance(args, GRPOConfig):
+            raise TypeError(f"`args` must be a trl.GRPOConfig to convert, got {type(args).__name__}.")
+        own = {f.name: f for f in dataclasses.fields(cls) if f.name not in GRPOConfig.__dataclass_fields__}
+        unknown = sorted(set(extension_fields) - set(own))
+        if unknown:
+            raise TypeError(f"{unknown} are not fields of GRPOExtConfig; valid extension fields: {sorted(own)}.")
+        config = cls.__new__(cls)
+        config.__dict__.update(copy.copy(vars(args)))
+        for name, spec in own.items():
+            if name in extension_fields:
+                value = extension_fields[name]
+            elif spec.default_factory is not dataclasses.MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            setattr(config, name, value)
+        config._validate_extension()
+        return config
+
+    def _validate_extension(self) -> None:
+        """The checks of every field GRPOExtConfig adds (TRL's `__post_init__` checks TRL's)."""
         self._validate_ladder()
+        self._validate_ladder_interactions()
         self._validate_advantages()
         self._validate_objectives()
 
@@ -273,6 +331,39 @@ class GRPOExtConfig(GRPOConfig):
                     f"below {VLLM_MIN_TEMPERATURE} to it) with `use_vllm=True`."
                 )
 
+    def _validate_ladder_interactions(self) -> None:
+        """TRL options whose meaning the ladder changes: refused by name where the result would not be TRL's."""
+        if not self.uses_ladder:
+            return
+        ladder = f"a temperature ladder (temperature_schedule={self.temperature_schedule!r}"
+        ladder += f", group_temperatures={self.group_temperatures})" if self.group_temperatures else ")"
+        generation_kwargs = _parse_json_field("generation_kwargs", self.generation_kwargs) or {}
+        if isinstance(generation_kwargs, dict) and "temperature" in generation_kwargs:
+            raise ValueError(
+                f"`generation_kwargs` sets {{'temperature': {generation_kwargs['temperature']!r}}}, which {ladder} "
+                "replaces with each row's temperature. Remove it: the ladder is set by `temperature_range` / "
+                "`group_temperatures` (and `temperature` is the base temperature)."
+            )
+        if self.ladder_logprob_temperature != "sampled":
+            return
+        # TRL's per-token entropies come from the same fused LM-head pass as the log-probs, so with "sampled"
+        # scoring they are each row's entropy at its own temperature: hot rows read higher. Entropies at
+        # `temperature` would need a second LM-head pass with gradients; the options that act on them are refused.
+        entropy_options = {
+            "top_entropy_quantile": (self.top_entropy_quantile, self.top_entropy_quantile < 1.0),
+            "entropy_coef": (self.entropy_coef, self.entropy_coef != 0.0),
+            "use_adaptive_entropy": (self.use_adaptive_entropy, bool(self.use_adaptive_entropy)),
+        }
+        for name, (value, on) in entropy_options.items():
+            if on:
+                raise ValueError(
+                    f"`{name}`={value!r} acts on per-token entropies, which with {ladder} and "
+                    "`ladder_logprob_temperature='sampled'` are computed at each row's own temperature (hot rows "
+                    f"have higher entropy), not at `temperature` as in TRL. Set `ladder_logprob_temperature='base'` "
+                    f"(log-probs and entropies at `temperature`), a constant `temperature_schedule`, or `{name}` to "
+                    "its default."
+                )
+
     def _validate_advantages(self) -> None:
         from .advantages import get_advantage_estimator
 
@@ -294,8 +385,12 @@ class GRPOExtConfig(GRPOConfig):
         if isinstance(self.novelty_ngram, bool) or not isinstance(self.novelty_ngram, int) or self.novelty_ngram < 1:
             raise ValueError(f"`novelty_ngram` must be an integer >= 1, got {self.novelty_ngram!r}.")
         self.reward_objectives = _check_weights("reward_objectives", self.reward_objectives)
-        self.objective_weights = _check_weights("objective_weights", self.objective_weights)
-        self.objective_weights_final = _check_weights("objective_weights_final", self.objective_weights_final)
+        # Overrides of some objectives: a single zero is fine; the combined vector is checked where it is known
+        # (below with `reward_objectives`, by the trainer for a WeightedReward).
+        self.objective_weights = _check_weights("objective_weights", self.objective_weights, allow_all_zero=True)
+        self.objective_weights_final = _check_weights(
+            "objective_weights_final", self.objective_weights_final, allow_all_zero=True
+        )
         if self.reward_objectives is not None:
             from .rewards import get_objective
 
@@ -311,6 +406,10 @@ class GRPOExtConfig(GRPOConfig):
                     raise ValueError(
                         f"`{field_name}` names unknown objectives {sorted(unknown)}; valid names: {sorted(known)}."
                     )
+            initial = {**self.reward_objectives, **(self.objective_weights or {})}
+            _check_combined_weights("objective_weights", initial)
+            if self.objective_weights_final:
+                _check_combined_weights("objective_weights_final", {**initial, **self.objective_weights_final})
 
     @property
     def uses_ladder(self) -> bool:

@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
 from transformers import LogitsProcessorList
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_callable_name
 
 from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
-from .rewards import WeightedReward, check_required_columns, guard_objective, weighted_reward_from_spec
+from .rewards import (
+    WeightedReward,
+    check_required_columns,
+    global_group_objective,
+    guard_objective,
+    weighted_reward_from_spec,
+)
 from .sampling import (
     RowTemperatureLogitsProcessor,
     check_exact_temperature_scoring,
@@ -58,37 +63,75 @@ class GRPOExtTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "trl-grpo-ext"]
 
-    def __init__(self, model, reward_funcs=None, args: GRPOExtConfig | None = None, train_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: GRPOExtConfig | GRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        tools=None,
+        rollout_func=None,
+        environment_factory=None,
+    ):  # trl.GRPOTrainer's signature, so that every positional call works alike
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = GRPOExtConfig(f"{str(name).split('/')[-1]}-GRPO")
-        if not isinstance(args, GRPOExtConfig):
-            raise TypeError(f"`args` must be a GRPOExtConfig, got {type(args).__name__}.")
+        elif not isinstance(args, GRPOExtConfig):
+            if not isinstance(args, GRPOConfig):
+                raise TypeError(f"`args` must be a GRPOExtConfig or a trl.GRPOConfig, got {type(args).__name__}.")
+            args = GRPOExtConfig.from_trl(args)  # every TRL field kept, extension fields at their defaults
         if reward_funcs is None and args.reward_objectives:
             reward_funcs = weighted_reward_from_spec(args.reward_objectives, novelty_ngram=args.novelty_ngram)
         if args.uses_ladder:
-            for name in ("tools", "rollout_func", "environment_factory"):
-                if kwargs.get(name) is not None:
+            generators = {"tools": tools, "rollout_func": rollout_func, "environment_factory": environment_factory}
+            for name, value in generators.items():
+                if value is not None:
                     raise ValueError(
                         f"The temperature ladder (temperature_schedule={args.temperature_schedule!r}) runs inside "
                         f"TRL's single-turn generation; `{name}` calls generation on its own rows and is not "
                         "supported with it. Use temperature_schedule='constant'."
                     )
 
-        reward_funcs, weights, names, objectives = self._expand_objectives(reward_funcs, args)
+        reward_funcs, weights, names, objectives, counts = self._expand_objectives(reward_funcs, args)
         if objectives and train_dataset is not None and getattr(train_dataset, "column_names", None) is not None:
             check_required_columns(objectives, train_dataset.column_names)
+        if counts is not None:
+            reward_processing_classes = _expand_aligned(reward_processing_classes, counts)
 
         # TRL reads `reward_weights` once, in __init__; restore the user's value so the config can be reused.
         user_weights = args.reward_weights
         if objectives:
             args.reward_weights = weights
         try:
-            super().__init__(model, reward_funcs, args, train_dataset, **kwargs)
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+                tools=tools,
+                rollout_func=rollout_func,
+                environment_factory=environment_factory,
+            )
         finally:
             args.reward_weights = user_weights
         if objectives:
-            self.reward_func_names = names  # reward-model objectives are named by their objective, not model id
+            # Reward-model objectives are named by their objective, not model id. TRL appends an environment's
+            # `get_reward` after the reward functions: it keeps its own name.
+            self.reward_func_names = names + self.reward_func_names[len(names) :]
 
         self._objective_names = list(objectives)
         self._initial_reward_weights = self.reward_weights.clone()
@@ -102,6 +145,7 @@ class GRPOExtTrainer(GRPOTrainer):
         self._hooked_temperatures: torch.Tensor | None = None  # the same, only while log-probs are computed
         self._scoring_cursor = 0
         self._captured_rewards: torch.Tensor | None = None
+        self._captured_completion_ids: list[list[int]] | None = None
         if args.uses_ladder and args.ladder_logprob_temperature == "sampled":
             self._install_scoring_hooks()
 
@@ -110,7 +154,8 @@ class GRPOExtTrainer(GRPOTrainer):
         """Expand every `WeightedReward` into one TRL reward function per objective, with its weight.
 
         `args.reward_weights`, when set, is aligned with the caller's list and multiplies a WeightedReward's weights.
-        Returns (funcs, weights, names, objectives-by-name); objectives is empty when there is nothing to expand.
+        Returns (funcs, weights, names, objectives-by-name, counts), counts[i] the number of reward functions the
+        caller's function i became; objectives is empty and counts None when there is nothing to expand.
         """
         funcs_in = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         if not any(isinstance(f, WeightedReward) for f in funcs_in):
@@ -120,25 +165,33 @@ class GRPOExtTrainer(GRPOTrainer):
                         f"`{field_name}` sets weights by objective name, but no WeightedReward or "
                         "`reward_objectives` defines named objectives; use `reward_weights` for plain reward functions."
                     )
-            return reward_funcs, None, None, {}
+            return reward_funcs, None, None, {}, None
         outer = args.reward_weights or [1.0] * len(funcs_in)
         if len(outer) != len(funcs_in):
             raise ValueError(
                 f"`reward_weights` has {len(outer)} entries but {len(funcs_in)} reward functions were given."
             )
-        funcs, weights, names, objectives = [], [], [], {}
+        funcs, weights, names, objectives, counts = [], [], [], {}, []
         for func, outer_weight in zip(funcs_in, outer):
             if isinstance(func, WeightedReward):
-                expanded = zip(*func.expand())
+                expanded = list(zip(*func.expand()))
             else:
                 expanded = [(func, 1.0, _reward_func_name(func))]
+            counts.append(len(expanded))
             for sub_func, weight, name in expanded:
                 if name in objectives:
                     raise ValueError(f"Objective name {name!r} appears twice; objective names must be unique.")
                 if callable(sub_func) and isinstance(func, WeightedReward):
                     if getattr(sub_func, "needs_group", False):
-                        sub_func = self._gather_group(sub_func, args)
-                    sub_func = guard_objective(name, sub_func, args.reward_error_policy)
+                        sub_func = global_group_objective(
+                            name,
+                            sub_func,
+                            args.reward_error_policy,
+                            self._group_layout,
+                            novelty_ngram=args.novelty_ngram,
+                        )
+                    else:
+                        sub_func = guard_objective(name, sub_func, args.reward_error_policy)
                 objectives[name] = sub_func
                 funcs.append(sub_func)
                 weights.append(float(outer_weight) * float(weight))
@@ -151,29 +204,12 @@ class GRPOExtTrainer(GRPOTrainer):
             weights[names.index(name)] = weight
         if all(w == 0 for w in weights):
             raise ValueError(f"All objective weights are zero ({dict(zip(names, weights))}); set at least one.")
-        return funcs, weights, names, objectives
+        return funcs, weights, names, objectives, counts
 
-    def _gather_group(self, func, args: GRPOExtConfig):
-        """Call a group objective on the whole global batch (groups may straddle processes) and keep this slice."""
-
-        @functools.wraps(func)
-        def call_on_global_batch(prompts, completions, **kwargs):
-            n_local = len(prompts)
-            columns = {k: gather_object(v) for k, v in kwargs.items() if isinstance(v, list) and len(v) == n_local}
-            others = {k: v for k, v in kwargs.items() if k not in columns}
-            num_generations = self.num_generations if self.model.training else self.num_generations_eval
-            rewards = func(
-                prompts=gather_object(prompts),
-                completions=gather_object(completions),
-                num_generations=num_generations,
-                novelty_ngram=args.novelty_ngram,
-                **columns,
-                **others,
-            )
-            start = self.accelerator.process_index * n_local
-            return list(rewards)[start : start + n_local]
-
-        return call_on_global_batch
+    def _group_layout(self) -> tuple[int, int, int]:
+        """(process index, number of processes, group size) for a group objective, at call time."""
+        num_generations = self.num_generations if self.model.training else self.num_generations_eval
+        return self.accelerator.process_index, self.accelerator.num_processes, num_generations
 
     @staticmethod
     def _resolve_final_weights(args: GRPOExtConfig, names, initial: torch.Tensor) -> torch.Tensor | None:
@@ -189,6 +225,11 @@ class GRPOExtTrainer(GRPOTrainer):
         weights = initial.clone()
         for name, weight in final.items():
             weights[names.index(name)] = weight
+        if not weights.any():
+            raise ValueError(
+                f"`objective_weights_final` makes all objective weights zero at the last step "
+                f"({dict(zip(names, weights.tolist()))}), so the reward would be constant; keep one non-zero."
+            )
         return weights
 
     def _schedule_fraction(self) -> float:
@@ -255,6 +296,7 @@ class GRPOExtTrainer(GRPOTrainer):
         self.generation_config.temperature = 1.0
         self.generation_kwargs = {**saved_kwargs, "temperature": 1.0}
         processor = RowTemperatureLogitsProcessor(temps.to(self.accelerator.device))
+        instance_generate = vars(model).get("generate")  # a `generate` other code patched on the instance
         original_generate = model.generate
 
         def generate(*args, logits_processor=None, **kwargs):
@@ -265,7 +307,10 @@ class GRPOExtTrainer(GRPOTrainer):
         try:
             yield
         finally:
-            del model.generate  # drop the instance attribute: the class method shows through again
+            if instance_generate is not None:
+                model.generate = instance_generate  # what was there before
+            else:
+                del model.generate  # drop the instance attribute: the class method shows through again
             self.generation_config, self.generation_kwargs = saved_config, saved_kwargs
 
     # ------------------------------------------------------------------ ladder: scoring
@@ -326,6 +371,9 @@ class GRPOExtTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._captured_rewards = rewards_per_func  # gathered over processes: (global batch, num reward funcs)
+        self._captured_completion_ids = (
+            completion_ids_list  # local, unmasked (mask_truncated_completions zeroes the mask)
+        )
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -346,9 +394,10 @@ class GRPOExtTrainer(GRPOTrainer):
             self._scoring_temperatures = None
 
         rewards_per_func, self._captured_rewards = self._captured_rewards, None
+        completion_ids, self._captured_completion_ids = self._captured_completion_ids, None
         if self._advantage_estimator is not None:
             self._replace_advantages(output, rewards_per_func, num_generations)
-        self._log_extension_metrics(mode, output, rewards_per_func, num_generations, ladder)
+        self._log_extension_metrics(mode, output, rewards_per_func, completion_ids, num_generations, ladder)
         if temps is not None and self.args.ladder_logprob_temperature == "sampled":
             output[TEMPERATURE_KEY] = temps.to(self.accelerator.device)  # follows the rows through shuffle/split
         return output
@@ -370,30 +419,43 @@ class GRPOExtTrainer(GRPOTrainer):
             logged.pop()
         logged.extend(advantages.tolist())
 
-    def _log_extension_metrics(self, mode, output, rewards_per_func, num_generations: int, ladder) -> None:
+    def _log_extension_metrics(self, mode, output, rewards_per_func, completion_ids, num_generations, ladder) -> None:
+        """Each metric only with the option it describes, so that no option set logs exactly TRL's keys."""
         metrics = self._metrics[mode]
-        advantages = self.accelerator.gather(output["advantages"]).float()
-        metrics["advantages/mean"].append(advantages.mean().item())
-        metrics["advantages/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
-        metrics["advantages/abs_max"].append(advantages.abs().max().item())
+        if self._advantage_estimator is not None:
+            advantages = self.accelerator.gather(output["advantages"]).float()
+            metrics["advantages/mean"].append(advantages.mean().item())
+            metrics["advantages/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
+            metrics["advantages/abs_max"].append(advantages.abs().max().item())
         if self._final_reward_weights is not None:
             for name, weight in zip(self.reward_func_names, self.reward_weights.tolist()):
                 metrics[f"objectives/{name}/weight"].append(weight)
-
-        # Group diversity: fraction of distinct completions per group, on the global batch.
-        ids, mask = output["completion_ids"], output["completion_mask"]
-        local = [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]
-        metrics["ladder/distinct_frac"].append(distinct_fraction(gather_object(local), num_generations))
-
         if ladder is None:
             return
         metrics["ladder/t_min"].append(min(ladder))
         metrics["ladder/t_max"].append(max(ladder))
+        # Group diversity on the global batch, from the generated ids (not the loss mask, which
+        # mask_truncated_completions zeroes for every truncated completion).
+        local = [tuple(ids) for ids in completion_ids]
+        metrics["ladder/distinct_frac"].append(distinct_fraction(gather_object(local), num_generations))
         weights = self.reward_weights.to(rewards_per_func.device)
         rewards = (rewards_per_func * weights).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         for rung, reward in enumerate(reward_by_rung(rewards, num_generations).tolist()):
             metrics[f"ladder/reward_rung_{rung}"].append(reward)
+
+
+def _expand_aligned(reward_processing_classes, counts: list[int]):
+    """Repeat the caller's entry i `counts[i]` times: one reward processing class per expanded reward function."""
+    if reward_processing_classes is None:
+        return None
+    classes = reward_processing_classes if isinstance(reward_processing_classes, list) else [reward_processing_classes]
+    if len(classes) != len(counts):
+        raise ValueError(
+            f"`reward_processing_classes` has {len(classes)} entries but {len(counts)} reward functions were given; "
+            "give one per reward function (a WeightedReward counts as one: its entry serves each of its objectives)."
+        )
+    return [entry for entry, count in zip(classes, counts) for _ in range(count)]
 
 
 def _reward_func_name(func) -> str:

@@ -3,6 +3,7 @@
 See `docs/objectives.md`.
 """
 
+from .group import global_group_objective
 from .guard import REWARD_ERROR_POLICIES, ObjectiveError, check_required_columns, guard_objective
 from .objectives import (
     THINK_ANSWER_PATTERN,
@@ -28,6 +29,7 @@ __all__ = [
     "completion_text",
     "format_objective",
     "get_objective",
+    "global_group_objective",
     "group_objective",
     "guard_objective",
     "is_group_objective",

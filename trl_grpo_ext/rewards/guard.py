@@ -6,8 +6,9 @@
   objective and the completion index (the original exception chained);
 - `"skip"`: the affected completions get `None` (all of them when `fn` raises or returns the wrong number of
   rewards), training continues, and `log_metric(f"rewards/{name}/errors", count)` is called on every call (0 when
-  all is well). TRL excludes `None` from the weighted sum and zeroes the advantage of a completion that no objective
-  scored. Never a silent 0.
+  all is well). TRL zeroes the advantage of a completion that no objective scored; otherwise the `None` adds
+  nothing to TRL's weighted `nansum` (under `sum_then_normalize`, the same number as a 0 reward for that objective;
+  docs/objectives.md). Never a silent 0: the failure is always an error or a counted, warned `None`.
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ def group_ladder(
 ) -> list[float]:
     r"""The K temperatures of a group at training step `step`, from the fields of `GRPOExtConfig`.
 
-    Explicit `group_temperatures` win; else `"constant"` gives [temperature] * K (TRL); else
+    Explicit `group_temperatures` win; else `"constant"` gives [temperature] * K (TRL); else a group of one (K = 1,
+    only in evaluation with `num_generations_eval=1`) gives [temperature]: one completion has no spread to diversify,
+    so it is sampled, and scored, as TRL does; else
     temperature_ladder(K, *scheduled_range(temperature_range, temperature_range_final, step, max_steps), kind=schedule).
 
     Args:
@@ -141,6 +143,8 @@ def group_ladder(
     [0.7, 0.8, 0.9, 1.0]
     >>> group_ladder(2, schedule="constant", temperature=0.9, temperature_range=[0.7, 1.0])
     [0.9, 0.9]
+    >>> group_ladder(1, schedule="linear", temperature=0.9, temperature_range=[0.7, 1.0])
+    [0.9]
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"`schedule` must be one of {list(SCHEDULES)}, got {schedule!r}.")
@@ -151,7 +155,7 @@ def group_ladder(
                 f"`group_temperatures` must hold num_generations={num_generations} temperatures, got {len(ladder)}."
             )
         return ladder
-    if schedule == "constant":
+    if schedule == "constant" or num_generations == 1:
         return [_check_temperature("temperature", temperature)] * num_generations
     t_min, t_max = scheduled_range(temperature_range, temperature_range_final, step, max_steps)
     return temperature_ladder(num_generations, t_min, t_max, kind=schedule)
