@@ -58,8 +58,8 @@ def engine_row_temperatures(
         `list[float]` of length `tensor_parallel_size * num_local_rows`.
 
     Example:
-    >>> engine_row_temperatures([0.5, 1.0, 2.0], num_local_rows=2, process_index=3, tensor_parallel_size=2)
-    [2.0, 0.5, 1.0, 2.0]
+    >>> engine_row_temperatures([0.5, 1.0, 2.0], num_local_rows=2, process_index=3, tensor_parallel_size=2)  # rows 4-7
+    [1.0, 2.0, 0.5, 1.0]
     """
     if tensor_parallel_size < 1:
         raise ValueError(f"`tensor_parallel_size` must be >= 1, got {tensor_parallel_size}.")
