@@ -54,7 +54,7 @@ def environment(command: str | None = None) -> dict[str, Any]:
     import torch
 
     versions = {}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "trl_grpo_ext"):
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "vllm", "trl_grpo_ext"):
         try:
             versions[name] = importlib.import_module(name).__version__
         except Exception:  # a missing optional library is recorded, not fatal
