@@ -40,6 +40,7 @@ from .sampling import (
 )
 
 TEMPERATURE_KEY = "ext_temperature"
+_SUMMED_METRICS = ("errors", "judge_calls", "judge_cache_hits", "judge_retries")
 
 
 class GRPOExtTrainer(GRPOTrainer):
@@ -63,7 +64,9 @@ class GRPOExtTrainer(GRPOTrainer):
         if not isinstance(args, GRPOExtConfig):
             raise TypeError(f"`args` must be a GRPOExtConfig, got {type(args).__name__}.")
         if reward_funcs is None and args.reward_objectives:
-            reward_funcs = weighted_reward_from_spec(args.reward_objectives, novelty_ngram=args.novelty_ngram)
+            reward_funcs = weighted_reward_from_spec(
+                args.reward_objectives, args.novelty_ngram, principles=args.principles, judge=args.judge
+            )
         if args.uses_ladder:
             for name in ("tools", "rollout_func", "environment_factory"):
                 if kwargs.get(name) is not None:
@@ -202,8 +205,9 @@ class GRPOExtTrainer(GRPOTrainer):
         )
 
     def _log_metric(self, name: str, value: float):
-        # TRL averages a reward-side metric over processes; an error count must add up instead.
-        if name.endswith("/errors") and name[len("rewards/") : -len("/errors")] in self._objective_names:
+        # TRL averages a reward-side metric over processes; a count (errors, judge calls) must add up instead.
+        objective, _, suffix = name.removeprefix("rewards/").rpartition("/")
+        if name.startswith("rewards/") and objective in self._objective_names and suffix in _SUMMED_METRICS:
             value = value * self.accelerator.num_processes
         super()._log_metric(name, value)
 
