@@ -301,3 +301,14 @@ def test_skip_keeps_what_was_scored_and_counts_the_rest(server):
     assert rewards[0] is None and rewards[1:] == pytest.approx([0.5, 0.5])  # (p + (1 - p)) / 2
     assert ("rewards/principles/errors", 1.0) in logged
     assert ("rewards/principles/judge_calls", 6.0) in logged
+
+
+def test_docs_principles_section_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "objectives.md").read_text()
+    section = text.split("## Principles judged by a model", 1)[1].split("\n## ", 1)[0]
+    test = _FencedDocTestParser().get_doctest(section, {}, "docs/objectives.md#principles", None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    assert len(test.examples) >= 4 and runner.failures == 0
