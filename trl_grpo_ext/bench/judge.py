@@ -4,11 +4,14 @@ The judge is the tiny kit's Qwen2 (character-level tokenizer, so a judge prompt 
 tokens), loaded before timing (the load is reported apart), with the cache off so every (completion, principle) pair
 is a forward pass. Completions are ~80-character texts, all different. The objective is called once on all of them
 (batches of `batch_size` texts), `repeats` times; the median is reported and scaled to 1,000 completions. The row
-also gives judge texts per second and the mean judge-prompt length in tokens.
+also gives judge texts per second, the mean judge-prompt length in tokens, the 1-minute load average before and after
+the timed runs, and every run's seconds (`runs`). A row whose model an earlier row loaded shows `load_s` 0: the
+loaded judge is shared within the process.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -58,6 +61,7 @@ def bench_judge(quick: bool = False) -> list[dict]:
             objective = PrinciplesObjective(PRINCIPLES, judge)
             objective(prompts[:batch_size], completions[:batch_size])  # warm-up: first-call allocations
             times = []
+            load_before = os.getloadavg()[0]
             for _ in range(plan["repeats"]):
                 start = time.perf_counter()
                 rewards = objective(prompts, completions)
@@ -85,6 +89,7 @@ def bench_judge(quick: bool = False) -> list[dict]:
                     "s_per_1k_completions": round(seconds * 1000 / len(completions), 2),
                     "judge_texts_per_s": round(len(completions) * len(PRINCIPLES) / seconds, 1),
                     "threads": torch.get_num_threads(),
+                    "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                     "runs": [round(t, 3) for t in times],
                 }
             )
