@@ -113,9 +113,15 @@ class FakeJudgeServer:
                     with_logprobs = fault not in ("no_logprobs", "rambling")
                     top = _top_logprobs(p)
                     if chat:
-                        logprobs = {"content": [{"token": text, "logprob": -0.1, "top_logprobs": [
-                            {"token": t, "logprob": lp} for t, lp in top.items()
-                        ]}]}
+                        logprobs = {
+                            "content": [
+                                {
+                                    "token": text,
+                                    "logprob": -0.1,
+                                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()],
+                                }
+                            ]
+                        }
                         choice = {"index": index, "message": {"role": "assistant", "content": text}}
                     else:
                         logprobs = {"tokens": [text], "token_logprobs": [-0.1], "top_logprobs": [top]}
