@@ -122,3 +122,13 @@ def test_gpu_shapes_match_qwen25_parameter_counts():
         with torch.device("meta"):
             model = Qwen2ForCausalLM(_qwen2_config(name))
         assert model.num_parameters() == pytest.approx(expected[name], rel=0.005), name
+
+
+def test_judge_bench_quick_row():
+    from trl_grpo_ext.bench.judge import bench_judge
+
+    (row,) = bench_judge(quick=True)
+    assert (row["model"], row["completions"], row["principles"]) == ("tiny:tiny", 64, 3)
+    assert row["s_per_1k_completions"] == pytest.approx(row["seconds"] * 1000 / 64, rel=0.01)
+    assert row["judge_texts_per_s"] == pytest.approx(64 * 3 / row["seconds"], rel=0.01)
+    assert row["prompt_tokens"] > 100  # the default template around the prompt and completion, character tokens

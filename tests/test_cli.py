@@ -365,3 +365,54 @@ def test_dispatch_to_a_missing_module(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "trl_grpo_ext.report", None)  # import of it raises ModuleNotFoundError
     assert cli.main(["report"]) == 2
     assert "trl_grpo_ext.report" in capsys.readouterr().err
+
+
+PRINCIPLES_RECIPE = BASE.replace("{accuracy: 1.0}", "{accuracy: 0.7, principles: 0.3}") + """\
+principles:
+  - Is the answer a single number?
+  - {question: "Is the response free of insults?", weight: 2, name: polite}
+judge: {base_url: "http://127.0.0.1:8000/v1", model: judge, api_key_env: JUDGE_TEST_KEY, timeout: 30}
+reward_error_policy: skip
+"""
+
+
+def test_dry_run_checks_principles_and_judge_without_loading(capsys, no_loading, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-dry-run-secret")
+    code, out, err = run_train(capsys, "--config", write_recipe(tmp_path, PRINCIPLES_RECIPE), "--dry-run")
+    assert code == 0, err
+    assert "principles=0.3 (trl_grpo_ext.rewards.principles:principles)" in out
+    assert "is_the_answer_a_single_number (w=1): 'Is the answer a single number?'" in out
+    assert "polite (w=2): 'Is the response free of insults?'" in out
+    assert "http://127.0.0.1:8000/v1/completions model 'judge' (key from $JUDGE_TEST_KEY), timeout=30 s" in out
+    assert "sk-dry-run-secret" not in out + err
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("", "'JUDGE_TEST_KEY', which is not set"),  # the key's variable is checked, the server is not called
+        ('judge: {"base_url": "http://h/v1", "model": "j", "timout": 3}\n', "did you mean 'timeout'"),
+    ],
+)
+def test_dry_run_reports_a_bad_judge(capsys, no_loading, tmp_path, monkeypatch, extra, expected):
+    monkeypatch.delenv("JUDGE_TEST_KEY", raising=False)
+    code, _, err = run_train(capsys, "--config", write_recipe(tmp_path, PRINCIPLES_RECIPE + extra), "--dry-run")
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_judge_as_json_on_the_command_line(capsys, no_loading):
+    code, out, err = run_train(
+        capsys,
+        "--config",
+        TINY_RECIPE,
+        "--dry-run",
+        "--reward_objectives",
+        '{"accuracy": 0.8, "principles": 0.2}',
+        "--principles",
+        '["Is it short?"]',
+        "--judge",
+        '{"model": "tiny:small", "batch_size": 8}',
+    )
+    assert code == 0, err
+    assert "judge:      local causal LM 'tiny:small', batch_size=8" in out and "not loaded by a dry run" in out

@@ -109,6 +109,42 @@ INVALID = [
     ("reward_error_policy", {"reward_error_policy": "ignore"}, "'ignore'"),
     ("reward_error_policy", {"reward_error_policy": "RAISE"}, "'RAISE'"),
     ("reward_error_policy", {"reward_error_policy": None}, "None"),
+    # principles objective
+    ("principles", {"principles": []}, "[]"),
+    ("principles", {"principles": "Is it polite?"}, "'Is it polite?'"),
+    ("principles", {"principles": '["Is it polite?"'}, '["Is it polite?"'),
+    ("principles", {"principles": [""]}, "''"),
+    ("principles", {"principles": [3]}, "3"),
+    ("principles", {"principles": [{"question": "Q?", "weight": -1}]}, "-1"),
+    ("principles", {"principles": [{"question": "Q?", "weight": NAN}]}, "nan"),
+    ("principles", {"principles": [{"question": "Q?", "weight": 0}]}, "[0.0]"),
+    ("principles", {"principles": [{"question": "Q?", "rubric": "x"}]}, "'rubric'"),
+    ("principles", {"principles": [{"question": "Q?", "name": "a/b"}]}, "'a/b'"),
+    ("principles", {"principles": ["Is it kind?", "Is it kind?"]}, "'is_it_kind'"),
+    ("principles", {"principles": ["Is it kind?"]}, "None"),  # reward_objectives does not name 'principles'
+    ("judge", {"judge": {}}, "{}"),
+    ("judge", {"judge": "tiny:tiny"}, "'tiny:tiny'"),
+    ("judge", {"judge": ["tiny:tiny"]}, "['tiny:tiny']"),
+    ("judge", {"judge": {"batch_size": 4}}, "'batch_size': 4"),
+    ("judge", {"judge": {"model": ""}}, "''"),
+    ("judge", {"judge": {"model": "tiny:tiny", "batch_size": 0}}, "0"),
+    ("judge", {"judge": {"model": "tiny:tiny", "dtype": "float8"}}, "'float8'"),
+    ("judge", {"judge": {"model": "tiny:tiny", "chat": "yes"}}, "'yes'"),
+    ("judge", {"judge": {"model": "tiny:tiny", "timeout": 5}}, "'timeout'"),  # an endpoint key on a local judge
+    ("judge", {"judge": {"model": "tiny:tiny", "template": "{completion}?"}}, "{completion}?"),
+    ("judge", {"judge": {"model": "tiny:tiny", "template": "{completion} {principle} {rubric}"}}, "{rubric}"),
+    ("judge", {"judge": {"model": "tiny:tiny", "template": "{completion {principle}"}}, "{completion {principle}"),
+    ("judge", {"judge": {"base_url": "ftp://host/v1", "model": "m"}}, "'ftp://host/v1'"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "timeout": 0}}, "0"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "timeout": INF}}, "inf"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "max_retries": -1}}, "-1"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "backoff": -0.5}}, "-0.5"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "max_concurrency": 0}}, "0"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "top_logprobs": 2.5}}, "2.5"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "api_key_env": "sk-abc"}}, "'sk-abc'"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "dtype": "auto"}}, "'dtype'"),
+    ("judge", {"judge": '{"model": "tiny:tiny"'}, '{"model": "tiny:tiny"'),
+    ("judge", {"judge": {"model": "tiny:tiny"}}, "None"),  # reward_objectives does not name 'principles'
 ]
 
 
@@ -391,3 +427,29 @@ def test_objective_weights_without_named_objectives_are_not_ignored(field_name, 
     args = _config(tmp_path, **{field_name: {"digit_reward": 2.0}})
     with pytest.raises(ValueError, match=f"`{field_name}`"):
         _trainer(tmp_path, [digit_reward, length_reward], args=args)
+
+
+PRINCIPLES = {"reward_objectives": {"accuracy": 0.7, "principles": 0.3}}
+
+
+@pytest.mark.parametrize("missing", ["principles", "judge"])
+def test_principles_objective_needs_principles_and_judge(missing, tmp_path):
+    overrides = {**PRINCIPLES, "principles": ["Is it kind?"], "judge": {"model": "tiny:tiny"}}
+    del overrides[missing]
+    message = _raises(tmp_path, overrides)
+    assert f"`{missing}`" in message and "'principles'" in message
+
+
+def test_principles_and_judge_are_validated_and_normalised(tmp_path):
+    config = _config(
+        tmp_path,
+        reward_objectives='{"accuracy": 0.7, "principles": 0.3}',
+        principles='["Is it kind?", {"question": "Is it true?", "weight": 2, "name": "true"}]',
+        judge='{"base_url": "http://127.0.0.1:8000/v1", "model": "judge", "timeout": 30}',
+    )
+    assert config.principles == [
+        {"question": "Is it kind?", "weight": 1.0, "name": "is_it_kind"},
+        {"question": "Is it true?", "weight": 2.0, "name": "true"},
+    ]
+    assert config.judge == {"base_url": "http://127.0.0.1:8000/v1", "model": "judge", "timeout": 30}
+    assert "principles" in config.to_json_string() and "judge" in config.to_json_string()

@@ -236,3 +236,18 @@ def test_tiny_recipe_under_torchrun_two_processes(tmp_path):
     # The recipe's 64 prompts, 4 completions each; 4 rows per process: each step uses one prompt per process.
     assert state["log_history"][0]["epoch"] == pytest.approx(2 / 64)
     assert "Model and trainer state saved" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_principles_recipe_trains_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    _run([sys.executable, "-m", "trl_grpo_ext", "train", "--config", "recipes/tiny/principles.yaml",
+          "--max_steps", "2", "--output_dir", str(out)])  # fmt: skip
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert state["global_step"] == 2 and len(logged) == 2
+    for entry in logged:
+        assert 0.0 < entry["rewards/principles/mean"] < 1.0
+        assert entry["rewards/principles/judge_calls"] + entry["rewards/principles/judge_cache_hits"] == 8  # 4 x 2
+        assert entry["rewards/principles/errors"] == 0.0
+        assert "rewards/principles/number/mean" in entry and "rewards/accuracy/mean" in entry

@@ -444,6 +444,9 @@ def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str
         if training_args.objective_weights_final:
             lines.append(f"            weights at the last step: {training_args.objective_weights_final}")
         lines.append(f"            reward_error_policy={training_args.reward_error_policy!r}")
+        if training_args.principles:
+            lines.append(f"principles: {_principles_summary(training_args.principles)}")
+            lines.append(f"judge:      {_judge_summary(training_args.judge)} (not loaded by a dry run)")
     extra = [script_args.reward_model_name_or_path] if script_args.reward_model_name_or_path else []
     extra += list(script_args.reward_funcs or [])
     if extra:
@@ -473,6 +476,28 @@ def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str
     lines += [f"note: {note}" for note in notes]
     lines.append("dry run OK: the recipe is valid; no model or dataset was loaded.")
     print("\n".join(lines))
+
+
+def _principles_summary(principles: list[dict]) -> str:
+    return "; ".join(f"{p['name']} (w={p['weight']:g}): {p['question']!r}" for p in principles)
+
+
+def _judge_summary(judge: dict) -> str:
+    from .rewards.judges import check_judge_config
+
+    config = check_judge_config(judge)
+    if config["kind"] == "local":
+        return (
+            f"local causal LM {config['model']!r}, batch_size={config['batch_size']}, dtype={config['dtype']}, "
+            f"chat={config['chat']}"
+        )
+    key = f"key from ${config['api_key_env']}" if config["api_key_env"] else "no API key"
+    endpoint = "chat/completions" if config["chat"] else "completions"
+    return (
+        f"{config['base_url']}/{endpoint} model {config['model']!r} ({key}), timeout={config['timeout']:g} s, "
+        f"max_retries={config['max_retries']}, max_concurrency={config['max_concurrency']}, "
+        f"top_logprobs={config['top_logprobs']}"
+    )
 
 
 def _without_subsequence(tokens: list[str], subsequence: list[str]) -> list[str]:
@@ -590,7 +615,10 @@ def _prepare(argv: list[str]):
         from .rewards import weighted_reward_from_spec
 
         objectives = weighted_reward_from_spec(
-            training_args.reward_objectives, novelty_ngram=training_args.novelty_ngram
+            training_args.reward_objectives,
+            training_args.novelty_ngram,
+            principles=training_args.principles,
+            judge=training_args.judge,
         )
     reward_funcs = _reward_funcs(script_args, training_args, objectives)
 

@@ -130,6 +130,19 @@ class GRPOExtConfig(GRPOConfig):
             an error naming the objective and the completion; `"skip"` gives `None` for the affected completions
             (TRL excludes all-None rows) and counts them in `rewards/{name}/errors`. Under `sum_then_normalize`,
             TRL's weighted `nansum` then adds nothing for a skipped objective: the same total as a reward of 0.
+
+        > Parameters that control the principles objective (a judge model scores principles)
+
+        principles (`list`, *optional*):
+            The questions of the `principles` objective (named in `reward_objectives`), each a yes/no question about
+            the response or a mapping `{question, weight, name}` (weight >= 0, default 1; name for the metrics,
+            default the question in snake case). The reward is the weighted mean of the judge's P(yes).
+        judge (`dict`, *optional*):
+            The judge of the `principles` objective. A local causal LM: `{model, chat, batch_size, max_length,
+            device, dtype, cache_size, template}`; an OpenAI-compatible endpoint when `base_url` is set: `{base_url,
+            model, api_key_env, chat, timeout, max_retries, backoff, max_concurrency, batch_size, top_logprobs,
+            max_tokens, cache_size, template}`. Validated here; the model is loaded (or the endpoint called) only
+            when training scores completions. See docs/objectives.md.
     """
 
     # Temperature ladder
@@ -210,6 +223,24 @@ class GRPOExtConfig(GRPOConfig):
         },
     )
 
+    # Principles objective
+    principles: list[Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Questions of the 'principles' objective: a list of yes/no questions about the response, or of "
+            "{question, weight, name} mappings (JSON on the command line). Needs `judge` and 'principles' in "
+            "reward_objectives."
+        },
+    )
+    judge: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Judge of the 'principles' objective (JSON on the command line): a local causal LM, e.g. "
+            "{'model': 'tiny:tiny', 'batch_size': 16}, or an OpenAI-compatible endpoint, e.g. {'base_url': "
+            "'http://127.0.0.1:8000/v1', 'model': 'judge', 'api_key_env': 'JUDGE_API_KEY', 'timeout': 30}."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_extension()
@@ -254,6 +285,7 @@ class GRPOExtConfig(GRPOConfig):
         self._validate_ladder_interactions()
         self._validate_advantages()
         self._validate_objectives()
+        self._validate_principles()
 
     # Validation, one method per feature so each error is easy to find.
     def _validate_ladder(self) -> None:
@@ -410,6 +442,32 @@ class GRPOExtConfig(GRPOConfig):
             _check_combined_weights("objective_weights", initial)
             if self.objective_weights_final:
                 _check_combined_weights("objective_weights_final", {**initial, **self.objective_weights_final})
+
+    def _validate_principles(self) -> None:
+        from .rewards.judges import check_judge_config
+        from .rewards.principles import check_principles
+
+        if self.principles is not None:
+            principles = _parse_json_field("principles", self.principles)
+            self.principles = [vars(p).copy() for p in check_principles(principles)]
+        if self.judge is not None:
+            judge = _parse_json_field("judge", self.judge)
+            check_judge_config(judge)
+            self.judge = dict(judge)
+        named = "principles" in (self.reward_objectives or {})
+        if named and (self.principles is None or self.judge is None):
+            missing = [f"`{name}`" for name in ("principles", "judge") if getattr(self, name) is None]
+            raise ValueError(
+                f"`reward_objectives` names 'principles', which needs {' and '.join(missing)}: e.g. principles: "
+                "['Is the response polite?'] and judge: {model: tiny:tiny} (see docs/objectives.md)."
+            )
+        if not named and (self.principles is not None or self.judge is not None):
+            set_fields = [name for name in ("principles", "judge") if getattr(self, name) is not None]
+            raise ValueError(
+                f"`{set_fields[0]}` configures the 'principles' objective, but `reward_objectives` "
+                f"({self.reward_objectives!r}) does not name 'principles'; add it with a weight, e.g. "
+                "{'accuracy': 0.7, 'principles': 0.3}."
+            )
 
     @property
     def uses_ladder(self) -> bool:

@@ -47,6 +47,7 @@ from .sampling import (
 from .sampling.vllm_backend import ladder_vllm_generation
 
 TEMPERATURE_KEY = "ext_temperature"
+_SUMMED_METRICS = ("errors", "judge_calls", "judge_cache_hits", "judge_retries")
 
 
 class GRPOExtTrainer(GRPOTrainer):
@@ -88,7 +89,9 @@ class GRPOExtTrainer(GRPOTrainer):
                 raise TypeError(f"`args` must be a GRPOExtConfig or a trl.GRPOConfig, got {type(args).__name__}.")
             args = GRPOExtConfig.from_trl(args)  # every TRL field kept, extension fields at their defaults
         if reward_funcs is None and args.reward_objectives:
-            reward_funcs = weighted_reward_from_spec(args.reward_objectives, novelty_ngram=args.novelty_ngram)
+            reward_funcs = weighted_reward_from_spec(
+                args.reward_objectives, args.novelty_ngram, principles=args.principles, judge=args.judge
+            )
         if args.uses_ladder:
             generators = {"tools": tools, "rollout_func": rollout_func, "environment_factory": environment_factory}
             for name, value in generators.items():
@@ -246,8 +249,9 @@ class GRPOExtTrainer(GRPOTrainer):
         )
 
     def _log_metric(self, name: str, value: float):
-        # TRL averages a reward-side metric over processes; an error count must add up instead.
-        if name.endswith("/errors") and name[len("rewards/") : -len("/errors")] in self._objective_names:
+        # TRL averages a reward-side metric over processes; a count (errors, judge calls) must add up instead.
+        objective, _, suffix = name.removeprefix("rewards/").rpartition("/")
+        if name.startswith("rewards/") and objective in self._objective_names and suffix in _SUMMED_METRICS:
             value = value * self.accelerator.num_processes
         super()._log_metric(name, value)
 

@@ -1,6 +1,6 @@
 """Benchmarks of trl-grpo-ext: each `bench_*` function returns rows of timings (dicts) and prints nothing.
 
-    trl-grpo-ext bench [--quick] [--gpu] [--only overhead,ladder,estimators] [--out FILE.json]
+    trl-grpo-ext bench [--quick] [--gpu] [--only overhead,ladder,estimators,judge] [--out FILE.json]
     python -m trl_grpo_ext.bench ...   (the same)
 
 | name         | module           | what it measures                                                              |
@@ -8,6 +8,7 @@
 | `overhead`   | `overhead.py`    | GRPOExtTrainer (ladder + rank + 3 objectives) vs trl.GRPOTrainer: time, RSS  |
 | `ladder`     | `ladder.py`      | one ladder `generate` vs constant temperature vs K separate calls            |
 | `estimators` | `estimators.py`  | the advantage estimators                                                      |
+| `judge`      | `judge.py`       | the `principles` objective with a local judge: seconds per 1,000 completions  |
 | `gpu`        | `gpu.py`         | Qwen2.5-shaped models, LoRA vs QLoRA, ext vs trl (`--gpu`; `cpu-toy` w/o CUDA) |
 | `vllm`       | `vllm_ladder.py` | ladder vs constant temperature through vLLM; vLLM vs transformers `generate`  |
 
@@ -40,10 +41,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "overhead": ("overhead", "bench_overhead"),
     "ladder": ("ladder", "bench_ladder"),
     "estimators": ("estimators", "bench_estimators"),
+    "judge": ("judge", "bench_judge"),
     "gpu": ("gpu", "bench_gpu"),
     "vllm": ("vllm_ladder", "bench_vllm"),  # needs vLLM: `--only vllm` in the vLLM venv
 }
-DEFAULT_BENCHMARKS = ("overhead", "ladder", "estimators")
+DEFAULT_BENCHMARKS = ("overhead", "ladder", "estimators", "judge")
 DEFAULT_OUT = "bench-results.json"
 # Columns printed per benchmark when its module does not name them (TABLE_COLUMNS): every scalar but these.
 _HIDDEN_COLUMNS = {"bench", "runs"}

@@ -4,7 +4,14 @@ See `docs/objectives.md`.
 """
 
 from .group import global_group_objective
-from .guard import REWARD_ERROR_POLICIES, ObjectiveError, check_required_columns, guard_objective
+from .guard import (
+    REWARD_ERROR_POLICIES,
+    ObjectiveError,
+    PartialRewardsError,
+    check_required_columns,
+    guard_objective,
+)
+from .judges import Judge, JudgeError, LocalJudge, OpenAIJudge
 from .objectives import (
     THINK_ANSWER_PATTERN,
     accuracy,
@@ -16,13 +23,21 @@ from .objectives import (
     novelty,
     readability,
 )
+from .principles import Principle, PrinciplesObjective
 from .registry import get_objective, list_objectives, register_objective, weighted_reward_from_spec
 from .weighted import WeightedReward
 
 __all__ = [
     "REWARD_ERROR_POLICIES",
     "THINK_ANSWER_PATTERN",
+    "Judge",
+    "JudgeError",
+    "LocalJudge",
     "ObjectiveError",
+    "OpenAIJudge",
+    "PartialRewardsError",
+    "Principle",
+    "PrinciplesObjective",
     "WeightedReward",
     "accuracy",
     "check_required_columns",

@@ -5,10 +5,11 @@
 - `"raise"`: an exception, a NaN/inf reward or a list of the wrong length raises `ObjectiveError`, which names the
   objective and the completion index (the original exception chained);
 - `"skip"`: the affected completions get `None` (all of them when `fn` raises or returns the wrong number of
-  rewards), training continues, and `log_metric(f"rewards/{name}/errors", count)` is called on every call (0 when
-  all is well). TRL zeroes the advantage of a completion that no objective scored; otherwise the `None` adds
-  nothing to TRL's weighted `nansum` (under `sum_then_normalize`, the same number as a 0 reward for that objective;
-  docs/objectives.md). Never a silent 0: the failure is always an error or a counted, warned `None`.
+  rewards; only the failed ones when it raises `PartialRewardsError`), training continues, and
+  `log_metric(f"rewards/{name}/errors", count)` is called on every call (0 when all is well). TRL zeroes the
+  advantage of a completion that no objective scored; otherwise the `None` adds nothing to TRL's weighted `nansum`
+  (under `sum_then_normalize`, the same number as a 0 reward for that objective; docs/objectives.md). Never a silent
+  0: the failure is always an error or a counted, warned `None`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from typing import Any
 
 from .objectives import is_group_objective
 
-__all__ = ["REWARD_ERROR_POLICIES", "ObjectiveError", "check_required_columns", "guard_objective"]
+__all__ = [
+    "REWARD_ERROR_POLICIES",
+    "ObjectiveError",
+    "PartialRewardsError",
+    "check_required_columns",
+    "guard_objective",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,20 @@ def is_async_callable(fn: Any) -> bool:
 
 class ObjectiveError(RuntimeError):
     """An objective raised, returned a NaN/inf reward, or returned the wrong number of rewards."""
+
+
+class PartialRewardsError(Exception):
+    """Raised by an objective that scored some completions and could not score others (a judge that failed on them).
+
+    `rewards` has one entry per completion (`None` for the failed ones) and `failed` the failed indices; the message
+    names the first failure and its cause. The guard does not re-run the objective to locate the error: with
+    `"raise"` it raises `ObjectiveError` with this message, with `"skip"` it keeps `rewards` and counts `failed`.
+    """
+
+    def __init__(self, message: str, rewards: list, failed: list[int]):
+        super().__init__(message)
+        self.rewards = list(rewards)
+        self.failed = list(failed)
 
 
 def _copy_attributes(wrapper: Any, fn: Callable, name: str) -> None:
@@ -81,6 +102,8 @@ class _GuardedObjective:
         kwargs = {"prompts": prompts, "completions": completions, **kwargs}
         try:
             output = self._fn(**kwargs)
+        except PartialRewardsError as exc:
+            return self._on_partial(exc, kwargs)
         except Exception as exc:
             return self._on_exception(exc, kwargs)
         return self._check(output, kwargs)
@@ -96,6 +119,16 @@ class _GuardedObjective:
             raise ObjectiveError(f"Objective {self._name!r} raised {type(exc).__name__} {where}: {exc}") from exc
         self._warn(f"raised {type(exc).__name__}: {exc}")
         return self._skipped([None] * n, n, kwargs)
+
+    def _on_partial(self, exc: PartialRewardsError, kwargs: dict[str, Any]) -> list[float | None]:
+        n = self._size(kwargs)
+        if self._policy == "raise" or len(exc.rewards) != n:
+            raise ObjectiveError(
+                f"Objective {self._name!r} could not score {len(exc.failed)} of {n} completions: {exc}"
+            ) from exc
+        self._warn(f"could not score {len(exc.failed)} of {n} completions: {exc}")
+        rewards = [None if i in set(exc.failed) else r for i, r in enumerate(exc.rewards)]
+        return self._skipped(rewards, len(exc.failed), kwargs)
 
     def _locate(self, kwargs: dict[str, Any], n: int) -> str:
         """Where the error happens: re-run the objective on one completion at a time, with callbacks silenced.
@@ -182,6 +215,8 @@ class _AsyncGuardedObjective(_GuardedObjective):
         kwargs = {"prompts": prompts, "completions": completions, **kwargs}
         try:
             output = await self._fn(**kwargs)
+        except PartialRewardsError as exc:
+            return self._on_partial(exc, kwargs)
         except Exception as exc:
             return self._on_exception(exc, kwargs)
         return self._check(output, kwargs)

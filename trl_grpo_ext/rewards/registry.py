@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable, Mapping
 
 from .objectives import accuracy, format_objective, length_objective, novelty, readability
+from .principles import PrinciplesObjective, principles
 from .weighted import WeightedReward, _named
 
 __all__ = ["get_objective", "list_objectives", "register_objective", "weighted_reward_from_spec"]
@@ -15,8 +16,12 @@ _OBJECTIVES: dict[str, Callable] = {
     "format": format_objective(),
     "length": length_objective(),
     "novelty": novelty,
+    "principles": principles,
     "readability": readability,
 }
+
+
+_OBJECTIVES_BUILTIN_PRINCIPLES = principles
 
 
 def register_objective(name: str, fn: Callable, overwrite: bool = False) -> Callable:
@@ -81,10 +86,16 @@ def get_objective(name: str) -> Callable:
     )
 
 
-def weighted_reward_from_spec(spec: Mapping[str, float], novelty_ngram: int = 3) -> WeightedReward:
+def weighted_reward_from_spec(
+    spec: Mapping[str, float],
+    novelty_ngram: int = 3,
+    principles: list | None = None,
+    judge: Mapping | None = None,
+) -> WeightedReward:
     """The `WeightedReward` of a recipe's `reward_objectives`: objective names (or import paths) -> weights.
 
-    The objective registered as `"novelty"` gets `novelty_ngram` bound as a keyword argument.
+    The objective registered as `"novelty"` gets `novelty_ngram` bound as a keyword argument; `"principles"` becomes
+    a `PrinciplesObjective` of `principles` and the `judge` block (the judge is built, not loaded).
 
     Example:
     ```python
@@ -99,5 +110,14 @@ def weighted_reward_from_spec(spec: Mapping[str, float], novelty_ngram: int = 3)
     objectives = {}
     for name in spec:
         fn = get_objective(name)
-        objectives[name] = _named(name, fn, novelty_ngram=novelty_ngram) if name == "novelty" else fn
+        if name == "novelty":
+            fn = _named(name, fn, novelty_ngram=novelty_ngram)
+        elif name == "principles" and fn is _OBJECTIVES_BUILTIN_PRINCIPLES:
+            if principles is None or judge is None:
+                raise ValueError(
+                    "`reward_objectives` names 'principles', which needs the `principles` (questions) and `judge` "
+                    f"fields; got principles={principles!r}, judge={judge!r}."
+                )
+            fn = PrinciplesObjective(principles, judge, name=name)
+        objectives[name] = fn
     return WeightedReward(objectives, weights=dict(spec))
