@@ -242,3 +242,98 @@ def test_one_update_per_generation_batch_and_a_fixed_eval_ladder(tmp_path):
     evaluated = [e for e in history if "eval_ladder/t_min" in e]
     assert evaluated and all((e["eval_ladder/t_min"], e["eval_ladder/t_max"]) == (0.2, 0.4) for e in evaluated)
     assert not any("eval_ladder/zero_std_frac" in e for e in history)
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
+def test_resumed_run_continues_with_the_same_ladder(tmp_path):
+    """Stopped after step 3 and resumed: steps 4-6 log what the uninterrupted run logs, ladder included, with the
+    controller restored from trainer_state.json (and through transformers' own callback restore too)."""
+    from tests.dist import train_tiny as run
+    from tests.test_resume import StopAfter, _assert_same, _step_entries
+
+    model_path = resolve_model_path("tiny:tiny")
+    kwargs = dict(
+        max_steps=6,
+        save_steps=3,
+        temperature_range=[0.01, 0.02],
+        temperature_range_final=None,
+        temperature_control="zero_std",
+        temperature_control_rate=2.0,
+        temperature_bounds=[0.01, 2.0],
+    )
+    uninterrupted = run.build_trainer(tmp_path / "uninterrupted", model_path, **kwargs)
+    uninterrupted.train()
+    interrupted = run.build_trainer(tmp_path / "resumed", model_path, callbacks=[StopAfter(3)], **kwargs)
+    interrupted.train()
+    checkpoint = tmp_path / "resumed" / "checkpoint-3"
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["LadderController"]
+    assert saved["attributes"]["updates"] == 3
+    assert saved["attributes"]["scale"] == interrupted.ladder_controller.scale != 1.0
+
+    expected = _step_entries(uninterrupted.state.log_history, range(4, 7))
+    assert expected[4]["ladder/t_min"] != 0.01  # the ladder had moved: a reset would show
+    for restore in (False, True):
+        resumed = run.build_trainer(
+            tmp_path / f"resumed-{restore}", model_path, restore_callback_states_from_checkpoint=restore, **kwargs
+        )
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+        actual = _step_entries(resumed.state.log_history, range(4, 7))
+        for step in range(4, 7):
+            _assert_same(expected[step], actual[step])
+        assert resumed.ladder_controller.state() == uninterrupted.ladder_controller.state()
+        assert list(resumed._logs["completion"]) == list(uninterrupted._logs["completion"])
+
+
+# ---------------------------------------------------------------------------------------------------- 2 processes
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
+    """torchrun, 2 CPU processes, a group straddling them: every process samples at the same ladder, and that ladder
+    is what one process computes from the gathered rewards (tests/dist/record_control.py)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.dist import record_control as run
+
+    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "tests/dist/record_control.py", str(tmp_path), model_path]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+    K, rows = run.NUM_GENERATIONS, run.PER_DEVICE_BATCH
+    one = LadderController(
+        run.CONFIG["temperature_range"], run.CONFIG["temperature_bounds"], target=0.2, rate=2.0, tolerance=0.05
+    )
+    signals = []
+    for batch in zip(*(r["records"] for r in ranks)):
+        assert [rec["process_index"] for rec in batch] == [0, 1]
+        assert batch[0]["rewards_per_func"] == batch[1]["rewards_per_func"]  # gathered: the global batch
+        ladder = one.apply([0.01 + 0.01 * i / (K - 1) for i in range(K)])
+        for rec in batch:  # global row g sits in slot g mod K
+            expected = [ladder[(rec["process_index"] * rows + j) % K] for j in range(rows)]
+            assert rec["temperatures"] == pytest.approx(expected, rel=1e-6)
+        signal = zero_std_fraction(torch.tensor(batch[0]["rewards_per_func"]), torch.tensor([1.0]), K)
+        signals.append(signal)
+        one.update(signal)
+        assert batch[0]["scale_after"] == batch[1]["scale_after"] == pytest.approx(one.scale, rel=1e-12)
+    assert len(signals) == run.MAX_STEPS and signals[0] == 1.0 and one.scale > 1.0  # the ladder did move
+    logged = [e["ladder/zero_std_frac"] for e in ranks[0]["log_history"] if "ladder/zero_std_frac" in e]
+    assert logged == pytest.approx(signals)
