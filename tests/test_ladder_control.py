@@ -16,6 +16,7 @@ from transformers import TrainerState
 
 from tests.helpers import build_trainer, digit_reward, last_logged, prompt_dataset, tiny_args, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+from trl_grpo_ext.report import write_report
 from trl_grpo_ext.sampling import LadderController, next_scale, zero_std_fraction
 from trl_grpo_ext.tiny import resolve_model_path
 
@@ -170,6 +171,14 @@ def test_near_greedy_start_heats_up_until_groups_differ(tmp_path):
     assert signal[-1] <= 0.25, f"still silent after {len(signal)} batches: {signal}, ladder {ends}"
     assert all(t_max / t_min == pytest.approx(2.0) for t_min, t_max in ends)
     assert trainer.ladder_controller.updates == 3
+
+    # `trl-grpo-ext report` plots the ladder's ends against the signal.
+    trainer.save_state()
+    paths = {path.name: path for path in write_report(trainer.args.output_dir)}
+    assert paths["ladder_control.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = paths["report.md"].read_text()
+    assert f"| `ladder/zero_std_frac` | 1 | {signal[-1]:.4g} |" in markdown
+    assert "](ladder_control.png)" in markdown
 
 
 def test_hot_start_with_varied_groups_cools_down(tmp_path):
