@@ -346,3 +346,30 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     assert len(signals) == run.MAX_STEPS and signals[0] == 1.0 and one.scale > 1.0  # the ladder did move
     logged = [e["ladder/zero_std_frac"] for e in ranks[0]["log_history"] if "ladder/zero_std_frac" in e]
     assert logged == pytest.approx(signals)
+
+
+# ---------------------------------------------------------------------------------------------------- the demo
+def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
+    from trl_grpo_ext import demo
+    from trl_grpo_ext.tasks import reversal_dataset
+    from trl_grpo_ext.tiny import build_tiny_model
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
+    assert demo.main(["--closed-loop", "--quick", "--output-dir", str(tmp_path)]) == 0
+    assert seen["closed_loop"] is True and seen["compare"] is False
+
+    settings = demo.DemoSettings(grpo_steps=2, grpo_batch_size=16, logging_steps=1)
+    tokenizer = tiny_tokenizer_cached()
+    trainer, _ = demo.train_grpo(
+        build_tiny_model(tokenizer, size="tiny", seed=0),
+        tokenizer,
+        reversal_dataset(32, seed=0, split="train", min_length=3, max_length=4),
+        settings,
+        tmp_path / "grpo",
+        seed=0,
+        closed_loop=True,
+    )
+    assert trainer.args.temperature_control == "zero_std"
+    assert trainer.ladder_controller.updates == 2
+    assert len(last_logged(trainer.state.log_history, "ladder/zero_std_frac")) == 2
