@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -304,7 +305,6 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     import shutil
     import subprocess
     import sys
-    from pathlib import Path
 
     from tests.dist import record_control as run
 
@@ -373,3 +373,19 @@ def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
     assert trainer.args.temperature_control == "zero_std"
     assert trainer.ladder_controller.updates == 2
     assert len(last_logged(trainer.state.log_history, "ladder/zero_std_frac")) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def test_cli_dry_run_takes_the_controller_fields(capsys):
+    from trl_grpo_ext import cli
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "cpu-offline.yaml")
+    flags = ["--temperature_control", "zero_std", "--temperature_bounds", "0.2", "1.5"]
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_target", "0.3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "closed loop (zero_std): scaled toward 0.3 +- 0.05 at rate 0.5, within [0.2, 1.5]" in out
+
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_rate", "-1"])
+    assert code != 0
+    assert "`temperature_control_rate` must be > 0, got -1.0" in capsys.readouterr().err
