@@ -389,3 +389,19 @@ def test_cli_dry_run_takes_the_controller_fields(capsys):
     code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_rate", "-1"])
     assert code != 0
     assert "`temperature_control_rate` must be > 0, got -1.0" in capsys.readouterr().err
+
+
+def test_docs_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "ladder.md").read_text()
+    section = docs.split("## Closed-loop ladder", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # The example is written for an accelerator machine; TRL refuses its bf16 default on a CPU-only one.
+    code = code.replace('"runs/closed-loop", ', '"runs/closed-loop", use_cpu=True, bf16=False, ')
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "docs/ladder.md", "exec"), namespace)
+    assert namespace["args"].temperature_control == "zero_std"
+    assert namespace["control"].scale == pytest.approx(math.exp(0.25))
+    assert namespace["control"].apply([0.7, 0.8, 0.9, 1.0]) == pytest.approx([0.8988, 1.0272, 1.1556, 1.284], abs=1e-4)
