@@ -357,7 +357,7 @@ def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(demo, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
     assert demo.main(["--closed-loop", "--quick", "--output-dir", str(tmp_path)]) == 0
-    assert seen["closed_loop"] is True and seen["compare"] is False
+    assert seen["closed_loop"] is True and seen["compare"] is False and seen["control_target"] is None
 
     settings = demo.DemoSettings(grpo_steps=2, grpo_batch_size=16, logging_steps=1)
     tokenizer = tiny_tokenizer_cached()

@@ -258,9 +258,11 @@ def train_grpo(
     seed: int,
     plain: bool = False,
     closed_loop: bool = False,
+    control_target: float | None = None,
 ):
     """GRPO on `train`: `GRPOExtTrainer` (ladder + rank + objectives), or plain `trl.GRPOTrainer` if `plain`;
-    `closed_loop` moves the ladder with `temperature_control="zero_std"`."""
+    `closed_loop` moves the ladder with `temperature_control="zero_std"` (toward `control_target`, else the
+    config's default target)."""
     common = dict(
         **_common_args(output_dir, seed),
         max_steps=settings.grpo_steps,
@@ -285,6 +287,7 @@ def train_grpo(
             temperature_range=list(settings.temperature_range),
             advantage_estimator="rank",
             temperature_control="zero_std" if closed_loop else "none",
+            **({"temperature_control_target": control_target} if control_target is not None else {}),
         )
         trainer_cls = GRPOExtTrainer
         description = "GRPO GRPOExtTrainer" + (" (closed-loop ladder)" if closed_loop else "")
@@ -354,6 +357,7 @@ def run_demo(
     seed: int = 0,
     threads: int = 1,
     closed_loop: bool = False,
+    control_target: float | None = None,
 ):
     """Run the demo; returns the summary dict it also writes to `output_dir/summary.json`."""
     from transformers import set_seed
@@ -433,7 +437,7 @@ def run_demo(
             loop_model.load_state_dict(warm_weights)
             set_seed(seed)
             loop_trainer, loop_seconds = train_grpo(
-                loop_model, tokenizer, train, settings, loop_dir, seed, closed_loop=True
+                loop_model, tokenizer, train, settings, loop_dir, seed, closed_loop=True, control_target=control_target
             )
             runs["GRPOExtTrainer (closed-loop ladder, rank)"] = {
                 "heldout_accuracy_after": evaluate(loop_model, tokenizer, heldout),
@@ -523,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train with the closed-loop ladder (temperature_control='zero_std') from the same warm start",
     )
+    parser.add_argument(
+        "--closed-loop-target",
+        type=float,
+        default=None,
+        help="temperature_control_target of the --closed-loop arm (default: GRPOExtConfig's)",
+    )
     parser.add_argument("--quick", action="store_true", help="CI size: a short GRPO phase (under a minute in all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and sampling")
     parser.add_argument(
@@ -538,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         threads=args.threads,
         closed_loop=args.closed_loop,
+        control_target=args.closed_loop_target,
     )
     return 0
 
