@@ -21,7 +21,7 @@ from trl_grpo_ext.report import write_report
 from trl_grpo_ext.sampling import LadderController, next_scale, zero_std_fraction
 from trl_grpo_ext.tiny import resolve_model_path
 
-CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std")
+CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std", temperature_control_target=0.2)
 
 
 # ---------------------------------------------------------------------------------------------------- the signal
@@ -136,9 +136,12 @@ def test_config_refuses(tmp_path, overrides, message):
 
 
 def test_config_accepts_plain_kwargs_and_json_strings(tmp_path):
-    args = tiny_args(tmp_path, **CONTROL, temperature_bounds="[0.05, 1.5]", temperature_control_target=0)
+    args = tiny_args(tmp_path, **{**CONTROL, "temperature_bounds": "[0.05, 1.5]", "temperature_control_target": 0})
     assert args.temperature_bounds == [0.05, 1.5] and args.temperature_control_target == 0.0
-    assert GRPOExtConfig(str(tmp_path), use_cpu=True, bf16=False).temperature_control == "none"
+    defaults = GRPOExtConfig(str(tmp_path), use_cpu=True, bf16=False)
+    assert defaults.temperature_control == "none"
+    assert (defaults.temperature_control_target, defaults.temperature_control_rate) == (0.5, 0.5)
+    assert (defaults.temperature_control_tolerance, defaults.temperature_bounds) == (0.05, [0.1, 2.0])
 
 
 # ---------------------------------------------------------------------------------------------------- training runs
@@ -331,6 +334,7 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     one = LadderController(
         run.CONFIG["temperature_range"], run.CONFIG["temperature_bounds"], target=0.2, rate=2.0, tolerance=0.05
     )
+    assert run.CONFIG["temperature_control_target"] == 0.2
     signals = []
     for batch in zip(*(r["records"] for r in ranks)):
         assert [rec["process_index"] for rec in batch] == [0, 1]
@@ -385,6 +389,8 @@ def test_cli_dry_run_takes_the_controller_fields(capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "closed loop (zero_std): scaled toward 0.3 +- 0.05 at rate 0.5, within [0.2, 1.5]" in out
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags])
+    assert "scaled toward 0.5 +- 0.05" in capsys.readouterr().out
 
     code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_rate", "-1"])
     assert code != 0
