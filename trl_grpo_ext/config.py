@@ -103,9 +103,9 @@ class GRPOExtConfig(GRPOConfig):
             target +- tolerance (0 inside). Hotter when too many groups teach nothing, colder when few do. Needs a
             `"linear"` or `"geometric"` schedule; evaluation keeps the ladder of `temperature_range`.
         temperature_control_target (`float`, *optional*, defaults to `0.5`):
-            Target fraction of groups without signal, in [0, 1). 0.5 on the demo: the ladder cools while most groups
-            teach and heats once more than half stall (a target of 0.2 forced T > 1.2 there and cost accuracy;
-            docs/ladder.md).
+            Target fraction of groups without signal, in [0, 1). 0.5: the ladder cools while most groups teach and
+            heats once more than half stall; on the demo it did less harm than 0.2, which heated the ladder to
+            T > 1.2 (measurements in docs/ladder.md).
         temperature_control_rate (`float`, *optional*, defaults to `0.5`):
             Gain: log c moves by rate * e per generation batch (> 0).
         temperature_control_tolerance (`float`, *optional*, defaults to `0.05`):
