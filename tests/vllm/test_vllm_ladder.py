@@ -190,3 +190,26 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
     ratio = last_logged(run["log_history"], "sampling/importance_sampling_ratio/mean")
     assert all(abs(r - 1) < 1e-2 for r in ratio), ratio
     assert len(run["completions"]) == 16
+
+
+# ---------------------------------------------------------------- the closed-loop ladder through vLLM
+def test_closed_loop_ladder_heats_through_vllm_within_its_limit(tmp_path):
+    """A near-greedy start gives groups of identical completions (no signal): the controller heats the ladder, and
+    every rung vLLM samples stays within vLLM's [0.01, 2]."""
+    run = train(
+        tmp_path,
+        "control",
+        temperature_schedule="linear",
+        temperature_range=[0.01, 0.02],
+        learning_rate=0.0,
+        temperature_control="zero_std",
+        temperature_control_target=0.2,
+        temperature_control_rate=2.0,
+        temperature_bounds=[0.01, 2.0],
+        max_steps=3,
+    )
+    logs = run["log_history"]
+    t_max, zero_std = last_logged(logs, "ladder/t_max"), last_logged(logs, "ladder/zero_std_frac")
+    assert zero_std[0] > 0.5, zero_std  # cold groups agree
+    assert t_max[0] == pytest.approx(0.02) and t_max[-1] > 2 * t_max[0], t_max
+    assert all(0.01 <= t <= 2.0 for t in last_logged(logs, "ladder/t_min") + t_max)
