@@ -213,3 +213,29 @@ def test_closed_loop_ladder_heats_through_vllm_within_its_limit(tmp_path):
     assert zero_std[0] >= 0.5, zero_std  # cold groups agree (measured 0.5, then 1.0)
     assert t_max[0] == pytest.approx(0.02) and t_max[-1] > 2 * t_max[0], t_max
     assert all(0.01 <= t <= 2.0 for t in last_logged(logs, "ladder/t_min") + t_max)
+
+
+# ---------------------------------------------------------------- 2 processes, each with its own engine
+def test_two_processes_sample_each_slot_at_its_global_temperature(tmp_path):
+    from trl_grpo_ext.tiny import resolve_model_path
+
+    resolve_model_path("tiny:small")  # materialised once, here, not by two racing processes
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).with_name("dist_ladder.py")),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    cold = json.loads((tmp_path / "rank0.json").read_text())["completions"]  # slots 0-1 of each step's group
+    hot = json.loads((tmp_path / "rank1.json").read_text())["completions"]  # slots 2-3
+    assert len(cold) == len(hot) == 6
+    assert all(cold[i] == cold[i + 1] for i in range(0, 6, 2)), cold
+    assert sum(hot[i] != hot[i + 1] for i in range(0, 6, 2)) >= 2, hot
