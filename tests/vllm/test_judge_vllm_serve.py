@@ -6,7 +6,7 @@ top log-probs as the tiny vocabulary has tokens, so the endpoint's P(yes) covers
 equal the local judge's on the same checkpoint (measured: to 1e-7; asserted to 1e-5). Engine start takes 30-90 s on
 2 CPU cores (2-3 min when they are busy).
 
-Run in the vLLM venv: `PYTHONPATH=. /work/vllm-venv/bin/python -m pytest -q tests/vllm/test_judge_vllm_serve.py`.
+Run in the vLLM venv: `bash .ci/vllm-tests`, or `.venv-vllm/bin/python -m pytest -q tests/vllm/test_judge_vllm_serve.py`.
 """
 
 import os
