@@ -362,6 +362,12 @@ def _ladder_summary(training_args) -> str:
             text += f"; at step {training_args.max_steps}: {last}"
         else:
             text += f"; moving to {training_args.temperature_range_final} at the last step"
+    if training_args.temperature_control != "none":
+        text += (
+            f"; closed loop ({training_args.temperature_control}): scaled toward "
+            f"{training_args.temperature_control_target} +- {training_args.temperature_control_tolerance} at rate "
+            f"{training_args.temperature_control_rate}, within {training_args.temperature_bounds}"
+        )
     return text + f" (log-probs at the {training_args.ladder_logprob_temperature!r} temperature)"
 
 

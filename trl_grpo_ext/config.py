@@ -15,6 +15,8 @@ from trl import GRPOConfig
 TEMPERATURE_SCHEDULES = ("constant", "linear", "geometric")
 LADDER_LOGPROB_TEMPERATURES = ("sampled", "base")
 REWARD_ERROR_POLICIES = ("raise", "skip")
+TEMPERATURE_CONTROLS = ("none", "zero_std")  # = sampling.control.CONTROL_SIGNALS, without importing torch here
+VLLM_MAX_TEMPERATURE = 2.0  # vLLM refuses a sampling temperature above this
 
 
 def _parse_json_field(name: str, value: Any) -> Any:
@@ -91,6 +93,25 @@ class GRPOExtConfig(GRPOConfig):
             Temperature at which the loss, old-policy and reference log-probs of a completion are computed:
             `"sampled"` (the temperature it was sampled at) or `"base"` (`temperature` for every row, as TRL).
 
+        > Parameters that control the closed-loop ladder
+
+        temperature_control (`str`, *optional*, defaults to `"none"`):
+            `"none"`: the ladder follows `temperature_range` (and its schedule). `"zero_std"`: after every training
+            generation batch, the fraction z of groups whose rewards are all equal (TRL's `frac_reward_zero_std`, on
+            the global batch) moves the ladder: every rung is multiplied by c, with
+            c <- clip(c * exp(rate * e), t_floor / t_min, t_ceiling / t_max), e = z - target outside the band
+            target +- tolerance (0 inside). Hotter when too many groups teach nothing, colder when few do. Needs a
+            `"linear"` or `"geometric"` schedule; evaluation keeps the ladder of `temperature_range`.
+        temperature_control_target (`float`, *optional*, defaults to `0.2`):
+            Target fraction of groups without signal, in [0, 1).
+        temperature_control_rate (`float`, *optional*, defaults to `0.5`):
+            Gain: log c moves by rate * e per generation batch (> 0).
+        temperature_control_tolerance (`float`, *optional*, defaults to `0.05`):
+            Half-width of the band around the target inside which the ladder does not move (>= 0).
+        temperature_bounds (`list[float]`, *optional*, defaults to `[0.1, 2.0]`):
+            `[t_floor, t_ceiling]`: the controlled ladder stays inside, with its shape; must contain
+            `temperature_range`. With `use_vllm=True` the ceiling must be <= 2 (vLLM's limit).
+
         > Parameters that control the advantages
 
         advantage_estimator (`str`, *optional*, defaults to `"zscore"`):
@@ -150,6 +171,37 @@ class GRPOExtConfig(GRPOConfig):
             "choices": list(LADDER_LOGPROB_TEMPERATURES),
         },
     )
+    # Closed-loop ladder
+    temperature_control: str = field(
+        default="none",
+        metadata={
+            "help": "'none' (the ladder follows temperature_range) or 'zero_std': after every generation batch, "
+            "scale the ladder by exp(rate * (z - target)) where z is the fraction of groups whose rewards are all "
+            "equal (TRL's frac_reward_zero_std, global batch), within temperature_bounds.",
+            "choices": list(TEMPERATURE_CONTROLS),
+        },
+    )
+    temperature_control_target: float = field(
+        default=0.2,
+        metadata={"help": "Target fraction of groups whose rewards are all equal, in [0, 1)."},
+    )
+    temperature_control_rate: float = field(
+        default=0.5,
+        metadata={
+            "help": "Gain of the controller: the log of the ladder's scale moves by rate * error per batch (> 0)."
+        },
+    )
+    temperature_control_tolerance: float = field(
+        default=0.05,
+        metadata={"help": "No move while the fraction is within target +- tolerance (>= 0)."},
+    )
+    temperature_bounds: list[float] = field(
+        default_factory=lambda: [0.1, 2.0],
+        metadata={
+            "help": "[t_floor, t_ceiling] of the closed-loop ladder; must contain temperature_range. The ceiling "
+            "must be <= 2 with use_vllm=True."
+        },
+    )
     # Advantages
     advantage_estimator: str = field(
         default="zscore",
@@ -193,6 +245,7 @@ class GRPOExtConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self._validate_temperature_control()  # first: it names vLLM's temperature limit before the backend check
         self._validate_ladder()
         self._validate_advantages()
         self._validate_objectives()
@@ -257,6 +310,61 @@ class GRPOExtConfig(GRPOConfig):
                         f"group_temperatures={self.group_temperatures}) needs transformers `generate`; `{name}=True` "
                         "is not supported with it. Set the schedule to 'constant' or turn the backend off."
                     )
+
+    def _validate_temperature_control(self) -> None:
+        if self.temperature_control not in TEMPERATURE_CONTROLS:
+            raise ValueError(
+                f"`temperature_control` must be one of {list(TEMPERATURE_CONTROLS)}, got {self.temperature_control!r}."
+            )
+        self.temperature_range = _check_range("temperature_range", self.temperature_range)
+        self.temperature_bounds = _check_range("temperature_bounds", self.temperature_bounds)
+        if self.temperature_bounds is None:
+            raise ValueError("`temperature_bounds` must be a pair [t_floor, t_ceiling], got None.")
+        for name in ("temperature_control_target", "temperature_control_rate", "temperature_control_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+            setattr(self, name, float(value))
+        if not 0.0 <= self.temperature_control_target < 1.0:
+            raise ValueError(f"`temperature_control_target` must be in [0, 1), got {self.temperature_control_target}.")
+        if self.temperature_control_rate <= 0:
+            raise ValueError(f"`temperature_control_rate` must be > 0, got {self.temperature_control_rate}.")
+        if not 0.0 <= self.temperature_control_tolerance < 1.0:
+            raise ValueError(
+                f"`temperature_control_tolerance` must be in [0, 1), got {self.temperature_control_tolerance}."
+            )
+        if self.temperature_control == "none":
+            return
+        refused = f"`temperature_control={self.temperature_control!r}`"
+        if self.group_temperatures is not None:
+            raise ValueError(
+                f"{refused} scales the ladder of `temperature_range`; it cannot be combined with explicit "
+                f"`group_temperatures` ({self.group_temperatures}). Drop `group_temperatures` and set "
+                "`temperature_schedule` to 'linear' or 'geometric'."
+            )
+        if self.temperature_schedule == "constant":
+            raise ValueError(
+                f"{refused} needs a ladder: set `temperature_schedule` to 'linear' or 'geometric' (got 'constant'; "
+                "for one temperature per group use 'linear' with `temperature_range` [t, t])."
+            )
+        if self.temperature_range_final is not None:
+            raise ValueError(
+                f"{refused} moves the ladder itself; it cannot be combined with the step schedule "
+                f"`temperature_range_final` ({self.temperature_range_final})."
+            )
+        if self.temperature_range is None:
+            raise ValueError(f"{refused} needs `temperature_range` [t_min, t_max], got None.")
+        (floor, ceiling), (t_min, t_max) = self.temperature_bounds, self.temperature_range
+        if not floor <= t_min <= t_max <= ceiling:
+            raise ValueError(
+                f"`temperature_bounds` {self.temperature_bounds} must contain `temperature_range` "
+                f"{self.temperature_range} (t_floor <= t_min and t_max <= t_ceiling)."
+            )
+        if self.use_vllm and ceiling > VLLM_MAX_TEMPERATURE:
+            raise ValueError(
+                f"`temperature_bounds` ceiling {ceiling} is above vLLM's limit of {VLLM_MAX_TEMPERATURE} "
+                f"(use_vllm=True); set t_ceiling <= {VLLM_MAX_TEMPERATURE}."
+            )
 
     def _validate_advantages(self) -> None:
         from .advantages import get_advantage_estimator

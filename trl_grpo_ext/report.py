@@ -7,6 +7,7 @@ one PNG per panel, skipping the panels whose metrics the run did not log:
 |-------------------------|-----------------------------------------------------------------------------|
 | `rewards.png`           | `reward` (band: `reward_std`) and each objective's `rewards/{name}/mean`    |
 | `ladder.png`            | `ladder/reward_rung_{i}` over steps, and their mean per rung                |
+| `ladder_control.png`    | `ladder/t_min`, `ladder/t_max` against `ladder/zero_std_frac` and its target (closed-loop runs) |
 | `advantages.png`        | `advantages/mean`, `advantages/std`, `advantages/abs_max`                   |
 | `completion_length.png` | `completions/mean_length` (band: min to max), `completions/clipped_ratio`   |
 | `diversity.png`         | `ladder/distinct_frac`, `frac_reward_zero_std`                              |
@@ -193,6 +194,31 @@ def _plot_ladder(series: dict[str, _Series], out: Path) -> Path | None:
     return _finish(fig, [left], out / "ladder.png")
 
 
+def _plot_ladder_control(series: dict[str, _Series], out: Path) -> Path | None:
+    """The closed-loop ladder: its ends (left axis) against the signal that moves them and the target (right)."""
+    signal, t_min, t_max = (series.get(k) for k in ("ladder/zero_std_frac", "ladder/t_min", "ladder/t_max"))
+    if signal is None or t_min is None or t_max is None:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(t_max.steps, t_max.values, color="tab:red", linewidth=1.8, label="ladder t_max")
+    ax.plot(t_min.steps, t_min.values, color="tab:blue", linewidth=1.8, label="ladder t_min")
+    if t_min.steps == t_max.steps:
+        ax.fill_between(t_min.steps, t_min.values, t_max.values, color="tab:purple", alpha=0.12)
+    ax.set(title="Closed-loop ladder", xlabel="training step", ylabel="temperature")
+    twin = ax.twinx()
+    twin.plot(signal.steps, signal.values, color="black", linewidth=1.0, alpha=0.8, label="zero-std fraction")
+    target = series.get("ladder/zero_std_target")
+    if target is not None:
+        twin.plot(target.steps, target.values, color="black", linestyle="--", linewidth=1.0, label="target")
+    twin.set_ylabel("fraction of groups with equal rewards")
+    twin.set_ylim(-0.02, 1.02)
+    handles, labels = ax.get_legend_handles_labels()
+    twin_handles, twin_labels = twin.get_legend_handles_labels()
+    ax.legend(handles + twin_handles, labels + twin_labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1, 1.0))
+    return _finish(fig, [ax], out / "ladder_control.png")
+
+
 def _plot_lines(
     series: dict[str, _Series],
     keys: list[tuple[str, str]],
@@ -264,6 +290,7 @@ def _markdown(run_dir: Path, state_path: Path, series: dict[str, _Series], image
         + sorted(key for key in series if _OBJECTIVE.match(key))
         + sorted((key for key in series if _RUNG.match(key)), key=lambda k: int(_RUNG.match(k).group(1)))
         + ["advantages/mean", "advantages/std", "advantages/abs_max", "completions/mean_length"]
+        + ["ladder/t_min", "ladder/t_max", "ladder/zero_std_frac", "ladder/zero_std_target"]
         + ["completions/clipped_ratio", "ladder/distinct_frac", "frac_reward_zero_std", "loss", "kl", "entropy"]
         + ["mean_token_accuracy"]
     )
@@ -312,6 +339,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> list[Pat
     images = [
         _plot_rewards(series, out),
         _plot_ladder(series, out),
+        _plot_ladder_control(series, out),
         _plot_lines(
             series,
             [

@@ -9,6 +9,7 @@ Each feature hooks the smallest TRL method and calls `super()`; no TRL method bo
 | ladder: loss rows  | `_generate_and_score_completions` output  | adds `ext_temperature`, which follows TRL's shuffle/split |
 | advantages         | `_calculate_rewards` + `_generate_and_score_completions` | captures the gathered rewards, replaces the advantages |
 | objectives         | `__init__`                                | expands `WeightedReward` into TRL reward funcs + weights |
+| closed-loop ladder | `_generate_and_score_completions` + a callback | scales the ladder; checkpointed as a stateful callback |
 
 With no new option set, every wrapper falls straight through to TRL.
 """
@@ -30,6 +31,7 @@ from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
 from .rewards import WeightedReward, check_required_columns, guard_objective, weighted_reward_from_spec
 from .sampling import (
+    LadderController,
     RowTemperatureLogitsProcessor,
     check_exact_temperature_scoring,
     distinct_fraction,
@@ -37,6 +39,7 @@ from .sampling import (
     reward_by_rung,
     row_temperatures,
     scale_hidden_states,
+    zero_std_fraction,
 )
 
 TEMPERATURE_KEY = "ext_temperature"
@@ -101,6 +104,17 @@ class GRPOExtTrainer(GRPOTrainer):
         self._captured_rewards: torch.Tensor | None = None
         if args.uses_ladder and args.ladder_logprob_temperature == "sampled":
             self._install_scoring_hooks()
+        if args.temperature_control != "none":
+            self.add_callback(
+                LadderController(
+                    args.temperature_range,
+                    args.temperature_bounds,
+                    target=args.temperature_control_target,
+                    rate=args.temperature_control_rate,
+                    tolerance=args.temperature_control_tolerance,
+                    signal=args.temperature_control,
+                )
+            )
 
     # ------------------------------------------------------------------ objectives
     def _expand_objectives(self, reward_funcs, args: GRPOExtConfig):
@@ -208,10 +222,16 @@ class GRPOExtTrainer(GRPOTrainer):
         super()._log_metric(name, value)
 
     # ------------------------------------------------------------------ ladder: sampling
+    @property
+    def ladder_controller(self) -> LadderController | None:
+        """The closed-loop controller (`temperature_control`), looked up among the callbacks: transformers replaces a
+        stateful callback by a restored copy when `restore_callback_states_from_checkpoint` is set."""
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, LadderController)), None)
+
     def current_ladder(self, num_generations: int) -> list[float]:
-        """The K temperatures of the ladder at the current global step."""
+        """The K temperatures of the ladder at the current global step (scaled by the controller in training)."""
         args = self.args
-        return group_ladder(
+        ladder = group_ladder(
             num_generations,
             schedule=args.temperature_schedule,
             temperature=self.temperature,
@@ -221,6 +241,8 @@ class GRPOExtTrainer(GRPOTrainer):
             step=self.state.global_step,
             max_steps=self.state.max_steps or 0,
         )
+        controller = self.ladder_controller
+        return controller.apply(ladder) if controller is not None and self.model.training else ladder
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         temps = self._sampling_temperatures
@@ -340,10 +362,22 @@ class GRPOExtTrainer(GRPOTrainer):
         rewards_per_func, self._captured_rewards = self._captured_rewards, None
         if self._advantage_estimator is not None:
             self._replace_advantages(output, rewards_per_func, num_generations)
+        if mode == "train":
+            self._update_ladder_control(rewards_per_func, num_generations)
         self._log_extension_metrics(mode, output, rewards_per_func, num_generations, ladder)
         if temps is not None and self.args.ladder_logprob_temperature == "sampled":
             output[TEMPERATURE_KEY] = temps.to(self.accelerator.device)  # follows the rows through shuffle/split
         return output
+
+    def _update_ladder_control(self, rewards_per_func, num_generations: int) -> None:
+        """Once per generation batch: measure the signal on the gathered (global) rewards, move the ladder, log."""
+        controller = self.ladder_controller
+        if controller is None:
+            return
+        signal = zero_std_fraction(rewards_per_func, self.reward_weights, num_generations)
+        controller.update(signal)
+        self._metrics["train"]["ladder/zero_std_frac"].append(signal)
+        self._metrics["train"]["ladder/zero_std_target"].append(controller.target)
 
     def _replace_advantages(self, output, rewards_per_func, num_generations: int) -> None:
         advantages = estimate_advantages(

@@ -18,24 +18,29 @@ state of row j by T_base / T_j before TRL's fused LM head (`scale_hidden_states`
 See docs/ladder.md.
 
 Modules: `ladder` (the numbers), `processors` (transformers `generate`), `scoring` (log-probs at each row's
-temperature), `metrics` (ladder metrics).
+temperature), `metrics` (ladder metrics), `control` (the closed-loop ladder: `temperature_control`).
 """
 
+from .control import CONTROL_SIGNALS, LadderController, next_scale, zero_std_fraction
 from .ladder import LADDER_KINDS, SCHEDULES, group_ladder, row_temperatures, scheduled_range, temperature_ladder
 from .metrics import distinct_fraction, reward_by_rung
 from .processors import RowTemperatureLogitsProcessor
 from .scoring import check_exact_temperature_scoring, scale_hidden_states
 
 __all__ = [
+    "CONTROL_SIGNALS",
+    "LadderController",
     "LADDER_KINDS",
     "SCHEDULES",
     "RowTemperatureLogitsProcessor",
     "check_exact_temperature_scoring",
     "distinct_fraction",
     "group_ladder",
+    "next_scale",
     "reward_by_rung",
     "row_temperatures",
     "scale_hidden_states",
     "scheduled_range",
     "temperature_ladder",
+    "zero_std_fraction",
 ]

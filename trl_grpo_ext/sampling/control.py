@@ -1,0 +1,207 @@
+r"""A closed-loop ladder: after every generation batch, move the ladder's temperatures toward a target signal.
+
+GRPO learns nothing from a group whose K rewards are all equal. The signal is TRL's `frac_reward_zero_std`: the
+fraction z_n of groups of generation batch n whose reward has (close to) zero standard deviation, measured on the
+global batch. The controller multiplies the configured ladder T_i^0 (`temperature_range`, slot i) by a scale c_n:
+
+    e_n     = z_n - z*                                               error against the target z*
+    e_n     = sign(e_n) * max(|e_n| - delta, 0)                      no move inside the band z* +- delta
+    c_{n+1} = clip(c_n * exp(eta * e_n), t_floor / T_0^0, t_ceiling / T_{K-1}^0)        c_0 = 1
+    T_i(n)  = c_n * T_i^0
+
+Too many groups without signal (z_n > z* + delta): hotter; fewer (z_n < z* - delta): colder. It is integral control
+in log-temperature (temperature divides the logits, so equal ratios are equal steps); the clip keeps the whole ladder
+inside `temperature_bounds` = [t_floor, t_ceiling] with its shape (the ratio T_{K-1} / T_0) unchanged, and stops the
+scale from winding up while the ladder sits at a bound. The scale after batch n is used for batch n + 1.
+
+`LadderController` holds c_n; it is also a transformers `TrainerCallback` and `ExportableState`, so the trainer's
+checkpoints (`trainer_state.json`, `stateful_callbacks`) carry it and a resumed run continues with the same ladder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+from trl.trainer.utils import nanstd
+
+CONTROL_SIGNALS = ("none", "zero_std")
+
+
+def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor, num_generations: int) -> float:
+    r"""Fraction of groups whose weighted reward has zero standard deviation: TRL's `frac_reward_zero_std`.
+
+    r_j = sum_k w_k * rewards_per_func[j, k] (NaN skipped; NaN when every objective is NaN, as TRL does);
+    z = mean over groups g of [ isclose(nanstd(r_{g,1..K}), 0) ]. This is the number TRL logs as
+    `frac_reward_zero_std` with `multi_objective_aggregation="sum_then_normalize"` and `scale_rewards` "group" or
+    "none" (TRL's defaults); with the other settings TRL's metric looks at the batch's std instead. K = 1 gives 1.0.
+
+    Args:
+        rewards_per_func (`torch.Tensor` of shape `(G * K, F)`):
+            Rewards of the global batch (as gathered by TRL's `_calculate_rewards`), groups of K contiguous.
+        reward_weights (`torch.Tensor` of shape `(F,)`):
+            Weight of each reward function.
+        num_generations (`int`):
+            Group size K.
+
+    Returns:
+        `float` in [0, 1].
+
+    Example:
+    >>> rewards = torch.tensor([[1.0], [1.0], [0.0], [1.0]])  # group 0: equal rewards; group 1: not
+    >>> zero_std_fraction(rewards, torch.tensor([1.0]), num_generations=2)
+    0.5
+    """
+    if num_generations < 1 or rewards_per_func.size(0) % num_generations or rewards_per_func.size(0) == 0:
+        raise ValueError(
+            f"`rewards_per_func` must hold whole groups of num_generations={num_generations}, "
+            f"got {rewards_per_func.size(0)} rows."
+        )
+    if num_generations == 1:
+        return 1.0
+    rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    std = nanstd(rewards.view(-1, num_generations), dim=1)
+    return torch.isclose(std, torch.zeros_like(std)).float().mean().item()
+
+
+def next_scale(
+    scale: float, signal: float, *, target: float, rate: float, tolerance: float, bounds: tuple[float, float]
+) -> float:
+    r"""One step of the control law: c' = clip(c * exp(eta * e), lo, hi), e = signal - target outside the band.
+
+    e = signal - target, shrunk toward 0 by `tolerance` (0 inside [target - tolerance, target + tolerance]).
+    A non-finite signal (no group measured) leaves the scale unchanged.
+
+    Args:
+        scale (`float`):
+            The current scale c_n (> 0).
+        signal (`float`):
+            The measured fraction z_n.
+        target (`float`):
+            The target z*.
+        rate (`float`):
+            eta, the gain: log c moves by eta * e per generation batch.
+        tolerance (`float`):
+            delta, half-width of the band around the target where the ladder does not move.
+        bounds (`tuple[float, float]`):
+            `(lo, hi)`, the allowed scales (`LadderController.scale_bounds`).
+
+    Returns:
+        `float`: c_{n+1}.
+
+    Example:
+    >>> round(next_scale(1.0, 1.0, target=0.2, rate=0.5, tolerance=0.0, bounds=(0.1, 10.0)), 6)  # exp(0.4)
+    1.491825
+    >>> next_scale(1.0, 0.22, target=0.2, rate=0.5, tolerance=0.05, bounds=(0.1, 10.0))  # inside the band
+    1.0
+    >>> next_scale(1.0, 1.0, target=0.2, rate=5.0, tolerance=0.0, bounds=(0.1, 2.0))  # clipped at the ceiling
+    2.0
+    """
+    if not math.isfinite(signal):
+        return scale
+    error = signal - target
+    error = math.copysign(max(abs(error) - tolerance, 0.0), error)
+    lo, hi = bounds
+    return min(max(scale * math.exp(rate * error), lo), hi)
+
+
+class LadderController(TrainerCallback, ExportableState):
+    r"""The state of the closed-loop ladder (the scale c_n) and the law that moves it; see the module docstring.
+
+    Args:
+        temperature_range (`Sequence[float]`):
+            `[T_0^0, T_{K-1}^0]`, the ends of the configured ladder (scale 1).
+        temperature_bounds (`Sequence[float]`):
+            `[t_floor, t_ceiling]`; must contain `temperature_range`.
+        target (`float`):
+            z*, the target fraction of groups without signal.
+        rate (`float`):
+            eta (> 0).
+        tolerance (`float`, *optional*, defaults to `0.0`):
+            delta (>= 0).
+        signal (`str`, *optional*, defaults to `"zero_std"`):
+            The measured signal; only `"zero_std"` (`zero_std_fraction`).
+
+    Example:
+    >>> control = LadderController([0.1, 0.2], [0.05, 1.0], target=0.2, rate=1.0)
+    >>> round(control.update(1.0), 6)  # every group identical: hotter by exp(0.8)
+    2.225541
+    >>> [round(t, 6) for t in control.apply([0.1, 0.15, 0.2])]
+    [0.222554, 0.333831, 0.445108]
+    >>> round(control.update(0.0), 6), control.updates  # no group identical: colder by exp(-0.2)
+    (1.822119, 2)
+    """
+
+    def __init__(
+        self,
+        temperature_range: Sequence[float],
+        temperature_bounds: Sequence[float],
+        target: float,
+        rate: float,
+        tolerance: float = 0.0,
+        signal: str = "zero_std",
+    ):
+        if signal not in CONTROL_SIGNALS[1:]:
+            raise ValueError(f"`signal` must be one of {list(CONTROL_SIGNALS[1:])}, got {signal!r}.")
+        t_min, t_max = (float(t) for t in temperature_range)
+        floor, ceiling = (float(t) for t in temperature_bounds)
+        if not 0 < floor <= t_min <= t_max <= ceiling:
+            raise ValueError(
+                f"`temperature_bounds` {[floor, ceiling]} must contain `temperature_range` {[t_min, t_max]}."
+            )
+        self.temperature_range = [t_min, t_max]
+        self.temperature_bounds = [floor, ceiling]
+        self.target, self.rate, self.tolerance, self.signal = float(target), float(rate), float(tolerance), signal
+        self.scale = 1.0
+        self.updates = 0
+        self.last_signal: float | None = None
+
+    @property
+    def scale_bounds(self) -> tuple[float, float]:
+        """(t_floor / T_0^0, t_ceiling / T_{K-1}^0): the scales that keep the whole ladder inside the bounds."""
+        (floor, ceiling), (t_min, t_max) = self.temperature_bounds, self.temperature_range
+        return floor / t_min, ceiling / t_max
+
+    def apply(self, ladder: Sequence[float]) -> list[float]:
+        """The configured ladder at the current scale, c_n * T_i^0, clamped to the bounds against rounding."""
+        floor, ceiling = self.temperature_bounds
+        return [round(min(max(self.scale * t, floor), ceiling), 12) for t in ladder]
+
+    def update(self, signal: float) -> float:
+        """Move the scale by one step of `next_scale` for the measured `signal`; returns the new scale."""
+        self.scale = next_scale(
+            self.scale, signal, target=self.target, rate=self.rate, tolerance=self.tolerance, bounds=self.scale_bounds
+        )
+        self.updates += 1
+        self.last_signal = float(signal) if math.isfinite(signal) else None
+        return self.scale
+
+    # Checkpoints: transformers writes `state()` into trainer_state.json's `stateful_callbacks` with every checkpoint.
+    def state(self) -> dict:
+        return {
+            "args": {
+                "temperature_range": self.temperature_range,
+                "temperature_bounds": self.temperature_bounds,
+                "target": self.target,
+                "rate": self.rate,
+                "tolerance": self.tolerance,
+                "signal": self.signal,
+            },
+            "attributes": {"scale": self.scale, "updates": self.updates, "last_signal": self.last_signal},
+        }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Take the scale from the state being trained from: a resumed checkpoint's, or this object's own."""
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name)
+        if isinstance(saved, list):
+            saved = saved[0] if saved else None
+        if saved:
+            for attribute, value in saved.get("attributes", {}).items():
+                setattr(self, attribute, value)
+        else:  # a checkpoint written without the controller: transformers' save expects the entry to exist
+            state.stateful_callbacks[name] = self.state()
