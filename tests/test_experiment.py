@@ -146,3 +146,7 @@ def test_quick_grid_writes_results_and_resumes(tmp_path):
     assert runs[0].exists()
     assert {p: p.stat().st_mtime_ns for p in runs[1:]} == kept
     assert "8/8 runs finished" in second.stdout
+
+    # Finished runs of other settings are never mixed in silently.
+    third = subprocess.run(command + ["--steps", "3"], capture_output=True, text=True, timeout=600)
+    assert third.returncode != 0 and "use another `--output-dir`" in third.stderr

@@ -31,9 +31,11 @@ REPORT_SPLIT = "test"  # evaluated once at the end of each grid run, for the rep
 class ExperimentSettings:
     """Sizes of the experiment; the warm start and the GRPO hyper-parameters are the demo's (`DemoSettings`)."""
 
-    demo: DemoSettings = field(default_factory=DemoSettings)
-    grpo_steps: int = 100
-    eval_every: int = 20  # validation accuracy and entropy every this many GRPO steps (and at step 0)
+    # The demo's warm start and learning rate; 8 prompts x 8 completions per GRPO step (the demo: 16 x 8), so that the
+    # grid fits in an hour on 2 busy cores.
+    demo: DemoSettings = field(default_factory=lambda: DemoSettings(grpo_batch_size=64))
+    grpo_steps: int = 60
+    eval_every: int = 15  # validation accuracy and entropy every this many GRPO steps (and at step 0)
     seeds: tuple[int, ...] = (0, 1, 2)
     select_seed: int = 100  # the level-selection runs use their own warm start, never a grid seed
 
@@ -261,6 +263,7 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
             split = {"test": test, "validation": validation}[spec.split]
             result[f"{spec.split}_accuracy"] = greedy_accuracy(model, tokenizer, split, demo.max_completion_length)
     result["seconds"] = time.perf_counter() - start
+    result["settings"] = _fingerprint(settings)
     _write_json(result_path, result)
     return result
 
@@ -278,13 +281,30 @@ def grid_specs(
     ]
 
 
+def _fingerprint(settings: ExperimentSettings) -> dict:
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def _finished(path: Path, settings: ExperimentSettings) -> bool:
+    """Whether a run's result exists; one written with other settings is an error, not a silent mix."""
+    if not path.exists():
+        return False
+    recorded = json.loads(path.read_text()).get("settings")
+    if recorded is not None and recorded != _fingerprint(settings):
+        raise ValueError(
+            f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
+            f"({_fingerprint(settings)})."
+        )
+    return True
+
+
 def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], workers: int, group: str = "runs"):
     """Warm starts first (one per seed), then the runs; finished ones are skipped. Yields each finished result."""
     from tqdm.auto import tqdm
 
     seeds = sorted({spec.seed for spec in specs})
     todo_warm = [s for s in seeds if not (warm_start_dir(root, s) / "warmstart.json").exists()]
-    todo = [spec for spec in specs if not (spec.directory(root, group) / "result.json").exists()]
+    todo = [spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings)]
     done = [json.loads((s.directory(root, group) / "result.json").read_text()) for s in specs if s not in todo]
     yield from done
     bar = tqdm(total=len(specs), initial=len(done), desc="experiment runs", unit="run", dynamic_ncols=True)
