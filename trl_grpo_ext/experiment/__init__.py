@@ -42,7 +42,7 @@ from .runner import (
 
 DEFAULT_OUTPUT_DIR = "runs/experiment"
 # Chosen with --select-levels on the validation split (docs/experiments.md); a DIR/levels.json overrides them.
-DEFAULT_LEVELS = {"outliers": 0.2, "distorted": 12.0, "noisy_partial": 0.4}
+DEFAULT_LEVELS = {"outliers": 0.1, "distorted": 4.0, "noisy_partial": 0.15}
 SELECT_TARGET = 0.5  # keep the level whose validation gain is closest to this fraction of the clean gain
 
 
@@ -69,13 +69,19 @@ def select_levels(root: Path, settings, workers: int, conditions: list[str]) -> 
         candidates = [lvl for lvl in CONDITIONS[name].candidate_levels if (name, lvl) in gains]
         if candidates:
             chosen[name] = min(candidates, key=lambda lvl: abs(gains[(name, lvl)] - SELECT_TARGET * clean_gain))
+    measured = {f"{c}" + ("" if lvl is None else f"_{lvl:g}"): g for (c, lvl), g in gains.items()}
+    path = root / "levels.json"
+    if path.exists():  # a selection for some conditions keeps the others' earlier choices
+        previous = json.loads(path.read_text())
+        chosen = {**previous["levels"], **chosen}
+        measured = {**previous["validation_gain"], **measured}
     record = {
         "levels": chosen,
         "rule": f"validation gain closest to {SELECT_TARGET} x the clean gain, arm trl, seed {seed}",
         "warm_start_validation_accuracy": warm,
-        "validation_gain": {f"{c}" + ("" if lvl is None else f"_{lvl:g}"): g for (c, lvl), g in gains.items()},
+        "validation_gain": measured,
     }
-    (root / "levels.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record
 
 

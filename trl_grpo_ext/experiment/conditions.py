@@ -112,7 +112,9 @@ CONDITIONS: dict[str, Condition] = {
     c.name: c
     for c in (
         Condition("clean", "exact", None, (), "exact-match reward (1 / 0)"),
-        Condition("outliers", "exact", "p", (0.05, 0.2), f"exact reward; with probability p it is {OUTLIER_VALUE:g}"),
+        Condition(
+            "outliers", "exact", "p", (0.05, 0.1, 0.2), f"exact reward; with probability p it is {OUTLIER_VALUE:g}"
+        ),
         Condition("distorted", "partial", "s_max", (4.0, 12.0), "exp(s_g * partial credit), s_g ~ U(0, s_max)"),
         Condition("noisy_partial", "partial", "sigma", (0.15, 0.4), "partial credit + N(0, sigma^2)"),
     )
