@@ -272,12 +272,20 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
 def grid_specs(
     conditions: list[str], levels: dict[str, float], arms: dict[str, dict], seeds: list[int]
 ) -> list[RunSpec]:
-    """Every (seed, condition, arm) run, seed-major: if time runs out, the finished seeds are complete."""
+    """Every (seed, condition, arm) run, seed-major: if time runs out, the finished seeds are complete.
+
+    The arms of the fixed table (`arms.ARMS`) come first; arms that join later (the closed-loop ladder) after them, so
+    a grid cut short misses whole runs of the newest arm rather than a seed of every arm.
+    """
+    from .arms import ARMS
+
+    order = [name for name in arms if name in ARMS] + [name for name in arms if name not in ARMS]
     return [
-        RunSpec(condition, levels.get(condition), arm, config, seed)
+        RunSpec(condition, levels.get(condition), arm, arms[arm], seed)
+        for group in ([a for a in order if a in ARMS], [a for a in order if a not in ARMS])
         for seed in seeds
         for condition in conditions
-        for arm, config in arms.items()
+        for arm in group
     ]
 
 
