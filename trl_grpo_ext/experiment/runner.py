@@ -289,8 +289,11 @@ def grid_specs(
     ]
 
 
-def _fingerprint(settings: ExperimentSettings) -> dict:
-    return json.loads(json.dumps(asdict(settings)))
+def _fingerprint(settings: ExperimentSettings | dict) -> dict:
+    """The settings that shape a run (not the list of seeds, which only says which runs the grid holds)."""
+    data = json.loads(json.dumps(asdict(settings) if isinstance(settings, ExperimentSettings) else settings))
+    data.pop("seeds", None)
+    return data
 
 
 def _finished(path: Path, settings: ExperimentSettings) -> bool:
@@ -298,7 +301,7 @@ def _finished(path: Path, settings: ExperimentSettings) -> bool:
     if not path.exists():
         return False
     recorded = json.loads(path.read_text()).get("settings")
-    if recorded is not None and recorded != _fingerprint(settings):
+    if recorded is not None and _fingerprint(recorded) != _fingerprint(settings):
         raise ValueError(
             f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
             f"({_fingerprint(settings)})."
