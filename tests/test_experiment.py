@@ -150,3 +150,14 @@ def test_quick_grid_writes_results_and_resumes(tmp_path):
     # Finished runs of other settings are never mixed in silently.
     third = subprocess.run(command + ["--steps", "3"], capture_output=True, text=True, timeout=600)
     assert third.returncode != 0 and "use another `--output-dir`" in third.stderr
+
+
+def test_a_finished_run_is_reused_with_more_seeds_but_refused_with_other_settings(tmp_path):
+    from trl_grpo_ext.experiment.runner import QUICK_SETTINGS, _fingerprint, _finished
+
+    path = tmp_path / "result.json"
+    assert not _finished(path, QUICK_SETTINGS)
+    path.write_text(json.dumps({"settings": _fingerprint(QUICK_SETTINGS)}))
+    assert _finished(path, dataclasses.replace(QUICK_SETTINGS, seeds=(0, 1, 2, 3)))
+    with pytest.raises(ValueError, match="use another `--output-dir`"):
+        _finished(path, dataclasses.replace(QUICK_SETTINGS, grpo_steps=7))
