@@ -18,6 +18,9 @@ ARMS: dict[str, dict] = {
     "ladder_rank": {**LADDER, "advantage_estimator": "rank"},
     # The rung-bias correction (issue 15, item 6): ladder + rank with a per-rung baseline.
     "ladder_rank_rung": {**LADDER, "advantage_estimator": "rank_rung_centred"},
+    # The 0.7-1.0 ladder is also colder on average than T = 1.0; this one has the same spread around T = 1.0, so
+    # against `trl` it measures the spread alone, against `ladder` the mean temperature alone.
+    "ladder_centred": {"temperature_schedule": "linear", "temperature_range": [0.85, 1.15]},
 }
 
 # The closed-loop ladder (issue 14) joins the grid once GRPOExtConfig has its fields; finished runs are skipped, so
@@ -42,6 +45,8 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("ladder_rank", "rank", "ladder vs constant temperature (rank)"),
     ("ladder_rank", "trl", "ladder + rank vs TRL"),
     ("ladder_rank_rung", "ladder_rank", "per-rung baseline vs none (ladder + rank)"),
+    ("ladder_centred", "trl", "ladder 0.85-1.15 vs constant 1.0 (z-score): the spread alone"),
+    ("ladder", "ladder_centred", "ladder 0.7-1.0 vs 0.85-1.15 (z-score): the mean temperature alone"),
     ("closed_loop", "ladder_rank", "closed-loop vs fixed ladder (rank)"),
     ("closed_loop", "trl", "closed-loop ladder + rank vs TRL"),
 )

@@ -151,7 +151,7 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7))
     panels = [
         (axes[0, 0], "curve", "accuracy", "validation accuracy (greedy)", False),
         (axes[0, 1], "curve", "entropy", "policy entropy at T=1 (validation, nats)", False),
@@ -166,6 +166,14 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
                 ax.plot(steps, _smooth(values) if smooth else values, label=arm, color=colors[arm])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("GRPO step")
+    ax = axes[0, 3]
+    for arm, runs in runs_by_arm.items():
+        for key, style in (("ladder/t_min", "-"), ("ladder/t_max", "--")):
+            steps, values = _mean_curves(runs, "log", key)
+            if steps:
+                ax.plot(steps, values, style, color=colors[arm], label=arm if style == "-" else None)
+    ax.set_title("ladder ends t_min (solid), t_max (dashed)", fontsize=10)
+    ax.set_xlabel("GRPO step")
     ax = axes[1, 1]
     for arm, runs in runs_by_arm.items():
         slots = [r["clean_accuracy_by_slot"] for r in runs]
@@ -180,6 +188,7 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
         ax.errorbar([i + 0.15], [mean], yerr=[0 if math.isnan(se) else se], fmt="o", color=colors[arm], capsize=4)
     ax.set_xticks(range(len(runs_by_arm)), list(runs_by_arm), rotation=30, fontsize=8)
     ax.set_title("test accuracy % (dots: seeds; bar: mean ± se)", fontsize=10)
+    axes[1, 3].axis("off")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"condition: {name}")
     fig.tight_layout()
