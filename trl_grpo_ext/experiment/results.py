@@ -68,7 +68,9 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                         "test_accuracy": diff,
                         "verdict": verdict(arm, reference, diff),
                         "entropy_final": entropy,
-                        "entropy_verdict": verdict(arm, reference, entropy, unit=1.0, what="nats"),
+                        "entropy_verdict": verdict(arm, reference, entropy, unit=1.0, what="nats", digits=3)
+                        .replace("beats", "is above")
+                        .replace("trails", "is below"),
                     }
                 )
         summary[name] = {

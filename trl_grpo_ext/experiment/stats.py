@@ -70,7 +70,7 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict:
     }
 
 
-def verdict(name: str, reference: str, diff: dict, unit: float = 100.0, what: str = "points") -> str:
+def verdict(name: str, reference: str, diff: dict, unit: float = 100.0, what: str = "points", digits: int = 1) -> str:
     """One sentence for a paired difference, in points (x 100), naming the seeds and whether it is detectable.
 
     Example:
@@ -81,8 +81,9 @@ def verdict(name: str, reference: str, diff: dict, unit: float = 100.0, what: st
         return f"{name} vs {reference}: fewer than 2 paired seeds"
     m, se = diff["mean"] * unit, diff["se"] * unit
     low, high = (x * unit for x in diff["ci95"])
-    tail = f"(95% CI [{low:.1f}, {high:.1f}], {diff['n']} seeds, {diff['wins']}/{diff['n']} wins)"
+    d = digits
+    tail = f"(95% CI [{low:.{d}f}, {high:.{d}f}], {diff['n']} seeds, {diff['wins']}/{diff['n']} wins)"
     if not diff["detectable"]:
-        return f"{name} vs {reference}: no detectable difference, {m:+.1f} +- {se:.1f} {what} {tail}"
+        return f"{name} vs {reference}: no detectable difference, {m:+.{d}f} +- {se:.{d}f} {what} {tail}"
     word = "beats" if m > 0 else "trails"
-    return f"{name} {word} {reference} by {abs(m):.1f} +- {se:.1f} {what} {tail}"
+    return f"{name} {word} {reference} by {abs(m):.{d}f} +- {se:.{d}f} {what} {tail}"
