@@ -20,6 +20,7 @@ from trl_grpo_ext.tiny import resolve_model_path
 NAN, INF = math.nan, math.inf
 LADDER = {"temperature_schedule": "linear"}
 OBJECTIVES = {"reward_objectives": {"accuracy": 0.7, "readability": 0.3}}
+CONTROL = {"temperature_schedule": "linear", "temperature_control": "zero_std"}
 
 
 def _config(tmp_path, **overrides) -> GRPOExtConfig:
@@ -62,6 +63,17 @@ INVALID = [
     ("temperature_range_final", {**LADDER, "temperature_range_final": "oops"}, "oops"),
     ("ladder_logprob_temperature", {**LADDER, "ladder_logprob_temperature": "exact"}, "'exact'"),
     ("ladder_logprob_temperature", {"ladder_logprob_temperature": None}, "None"),
+    # closed-loop ladder
+    ("temperature_control", {**LADDER, "temperature_control": "entropy"}, "'entropy'"),
+    ("temperature_control", {"temperature_control": None}, "None"),
+    ("temperature_control_target", {**CONTROL, "temperature_control_target": 1.5}, "1.5"),
+    ("temperature_control_target", {**CONTROL, "temperature_control_target": NAN}, "nan"),
+    ("temperature_control_rate", {**CONTROL, "temperature_control_rate": -0.5}, "-0.5"),
+    ("temperature_control_rate", {**CONTROL, "temperature_control_rate": "fast"}, "'fast'"),
+    ("temperature_control_tolerance", {**CONTROL, "temperature_control_tolerance": -0.1}, "-0.1"),
+    ("temperature_bounds", {**CONTROL, "temperature_bounds": [0.0, 2.0]}, "[0.0, 2.0]"),
+    ("temperature_bounds", {**CONTROL, "temperature_bounds": [0.8, 2.0]}, "[0.8, 2.0]"),
+    ("temperature_bounds", {**CONTROL, "temperature_bounds": [0.1, 3.0], "use_vllm": True}, "3.0"),
     # advantages
     ("advantage_estimator", {"advantage_estimator": "ranked"}, "'ranked'"),
     ("advantage_estimator", {"advantage_estimator": ""}, "''"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from trl_grpo_ext.report import write_report
 from trl_grpo_ext.sampling import LadderController, next_scale, zero_std_fraction
 from trl_grpo_ext.tiny import resolve_model_path
 
-CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std")
+CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std", temperature_control_target=0.2)
 
 
 # ---------------------------------------------------------------------------------------------------- the signal
@@ -135,9 +136,12 @@ def test_config_refuses(tmp_path, overrides, message):
 
 
 def test_config_accepts_plain_kwargs_and_json_strings(tmp_path):
-    args = tiny_args(tmp_path, **CONTROL, temperature_bounds="[0.05, 1.5]", temperature_control_target=0)
+    args = tiny_args(tmp_path, **{**CONTROL, "temperature_bounds": "[0.05, 1.5]", "temperature_control_target": 0})
     assert args.temperature_bounds == [0.05, 1.5] and args.temperature_control_target == 0.0
-    assert GRPOExtConfig(str(tmp_path), use_cpu=True, bf16=False).temperature_control == "none"
+    defaults = GRPOExtConfig(str(tmp_path), use_cpu=True, bf16=False)
+    assert defaults.temperature_control == "none"
+    assert (defaults.temperature_control_target, defaults.temperature_control_rate) == (0.5, 0.5)
+    assert (defaults.temperature_control_tolerance, defaults.temperature_bounds) == (0.05, [0.1, 2.0])
 
 
 # ---------------------------------------------------------------------------------------------------- training runs
@@ -304,7 +308,6 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     import shutil
     import subprocess
     import sys
-    from pathlib import Path
 
     from tests.dist import record_control as run
 
@@ -331,6 +334,7 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     one = LadderController(
         run.CONFIG["temperature_range"], run.CONFIG["temperature_bounds"], target=0.2, rate=2.0, tolerance=0.05
     )
+    assert run.CONFIG["temperature_control_target"] == 0.2
     signals = []
     for batch in zip(*(r["records"] for r in ranks)):
         assert [rec["process_index"] for rec in batch] == [0, 1]
@@ -346,3 +350,64 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     assert len(signals) == run.MAX_STEPS and signals[0] == 1.0 and one.scale > 1.0  # the ladder did move
     logged = [e["ladder/zero_std_frac"] for e in ranks[0]["log_history"] if "ladder/zero_std_frac" in e]
     assert logged == pytest.approx(signals)
+
+
+# ---------------------------------------------------------------------------------------------------- the demo
+def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
+    from trl_grpo_ext import demo
+    from trl_grpo_ext.tasks import reversal_dataset
+    from trl_grpo_ext.tiny import build_tiny_model
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
+    assert demo.main(["--closed-loop", "--quick", "--output-dir", str(tmp_path)]) == 0
+    assert seen["closed_loop"] is True and seen["compare"] is False and seen["control_target"] is None
+
+    settings = demo.DemoSettings(grpo_steps=2, grpo_batch_size=16, logging_steps=1)
+    tokenizer = tiny_tokenizer_cached()
+    trainer, _ = demo.train_grpo(
+        build_tiny_model(tokenizer, size="tiny", seed=0),
+        tokenizer,
+        reversal_dataset(32, seed=0, split="train", min_length=3, max_length=4),
+        settings,
+        tmp_path / "grpo",
+        seed=0,
+        closed_loop=True,
+    )
+    assert trainer.args.temperature_control == "zero_std"
+    assert trainer.ladder_controller.updates == 2
+    assert len(last_logged(trainer.state.log_history, "ladder/zero_std_frac")) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def test_cli_dry_run_takes_the_controller_fields(capsys):
+    from trl_grpo_ext import cli
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "cpu-offline.yaml")
+    flags = ["--temperature_control", "zero_std", "--temperature_bounds", "0.2", "1.5"]
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_target", "0.3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "closed loop (zero_std): scaled toward 0.3 +- 0.05 at rate 0.5, within [0.2, 1.5]" in out
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags])
+    assert "scaled toward 0.5 +- 0.05" in capsys.readouterr().out
+
+    code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_rate", "-1"])
+    assert code != 0
+    assert "`temperature_control_rate` must be > 0, got -1.0" in capsys.readouterr().err
+
+
+def test_docs_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "ladder.md").read_text()
+    section = docs.split("## Closed-loop ladder", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # The example is written for an accelerator machine; TRL refuses its bf16 default on a CPU-only one.
+    code = code.replace('"runs/closed-loop", ', '"runs/closed-loop", use_cpu=True, bf16=False, ')
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "docs/ladder.md", "exec"), namespace)
+    assert namespace["args"].temperature_control == "zero_std"
+    assert namespace["control"].scale == pytest.approx(math.exp(0.25))
+    assert namespace["control"].apply([0.7, 0.8, 0.9, 1.0]) == pytest.approx([0.8988, 1.0272, 1.1556, 1.284], abs=1e-4)

@@ -1,6 +1,6 @@
 """`trl-grpo-ext demo`: GRPO lifts a ~1 M-parameter model's held-out accuracy, offline, in about two minutes on a CPU.
 
-    trl-grpo-ext demo [--output-dir DIR] [--compare] [--quick] [--seed N]
+    trl-grpo-ext demo [--output-dir DIR] [--compare] [--closed-loop] [--quick] [--seed N]
 
 1. Builds the tiny kit's character-level Qwen2 (`tiny.build_tiny_model(size="small")`, ~0.8 M parameters) and the
    `trl_grpo_ext.tasks` digit-reversal task ("rev 58213=" -> "31285", 3 to 7 digits): the train, validation and
@@ -16,7 +16,10 @@
 
 `--compare` also trains plain `trl.GRPOTrainer` from the same warm start, seed, data and hyper-parameters, with the
 same weighted sum as one reward function and TRL's defaults for sampling (temperature 1.0) and advantages (z-score),
-and prints both results side by side. `--quick` is the CI size (a short GRPO phase, under a minute in all).
+and prints both results side by side. `--closed-loop` also trains `GRPOExtTrainer` from the same warm start with the
+closed-loop ladder (`temperature_control="zero_std"`, the config's default target, rate and bounds): the ladder
+starts at 0.7 -> 1.0 and moves with the fraction of groups whose rewards are all equal (docs/ladder.md). `--quick` is
+the CI size (a short GRPO phase, under a minute in all).
 
 Why reversal and not the addition task of `tasks.arithmetic_dataset`: on addition the same model's GRPO gain depended
 on the seed (+5 to +34 points on the validation split over five seeds, docs/demo.md); its errors are missing facts
@@ -246,8 +249,20 @@ def warm_start(model, tokenizer, train, validation, settings: DemoSettings, outp
     }
 
 
-def train_grpo(model, tokenizer, train, settings: DemoSettings, output_dir: Path, seed: int, plain: bool = False):
-    """GRPO on `train`: `GRPOExtTrainer` (ladder + rank + objectives), or plain `trl.GRPOTrainer` if `plain`."""
+def train_grpo(
+    model,
+    tokenizer,
+    train,
+    settings: DemoSettings,
+    output_dir: Path,
+    seed: int,
+    plain: bool = False,
+    closed_loop: bool = False,
+    control_target: float | None = None,
+):
+    """GRPO on `train`: `GRPOExtTrainer` (ladder + rank + objectives), or plain `trl.GRPOTrainer` if `plain`;
+    `closed_loop` moves the ladder with `temperature_control="zero_std"` (toward `control_target`, else the
+    config's default target)."""
     common = dict(
         **_common_args(output_dir, seed),
         max_steps=settings.grpo_steps,
@@ -271,8 +286,11 @@ def train_grpo(model, tokenizer, train, settings: DemoSettings, output_dir: Path
             temperature_schedule="linear",
             temperature_range=list(settings.temperature_range),
             advantage_estimator="rank",
+            temperature_control="zero_std" if closed_loop else "none",
+            **({"temperature_control_target": control_target} if control_target is not None else {}),
         )
-        trainer_cls, description = GRPOExtTrainer, "GRPO GRPOExtTrainer"
+        trainer_cls = GRPOExtTrainer
+        description = "GRPO GRPOExtTrainer" + (" (closed-loop ladder)" if closed_loop else "")
     trainer = trainer_cls(
         model=model, reward_funcs=demo_reward(), args=args, train_dataset=train, processing_class=tokenizer
     )
@@ -332,7 +350,15 @@ def _final_objectives(trainer) -> dict[str, float]:
     return last
 
 
-def run_demo(output_dir: str | Path, compare: bool = False, quick: bool = False, seed: int = 0, threads: int = 1):
+def run_demo(
+    output_dir: str | Path,
+    compare: bool = False,
+    quick: bool = False,
+    seed: int = 0,
+    threads: int = 1,
+    closed_loop: bool = False,
+    control_target: float | None = None,
+):
     """Run the demo; returns the summary dict it also writes to `output_dir/summary.json`."""
     from transformers import set_seed
 
@@ -365,7 +391,9 @@ def run_demo(output_dir: str | Path, compare: bool = False, quick: bool = False,
         set_seed(seed)
         sft = warm_start(model, tokenizer, train, validation, settings, output_dir / "sft", seed)
         # A copy of the weights only: a deep copy of a model that a Trainer touched carries its hooks along.
-        warm_weights = {k: v.detach().clone() for k, v in model.state_dict().items()} if compare else None
+        warm_weights = (
+            {k: v.detach().clone() for k, v in model.state_dict().items()} if compare or closed_loop else None
+        )
         before = evaluate(model, tokenizer, heldout)
         print(
             f"warm start: {sft['steps']} SFT steps, validation accuracy {sft['validation_accuracy']:.1%}, "
@@ -403,11 +431,30 @@ def run_demo(output_dir: str | Path, compare: bool = False, quick: bool = False,
                 "output_dir": str(plain_dir),
             }
 
+        if closed_loop:
+            loop_dir = output_dir / "grpo-closed-loop"
+            loop_model = build_tiny_model(tokenizer, size="small", seed=seed)
+            loop_model.load_state_dict(warm_weights)
+            set_seed(seed)
+            loop_trainer, loop_seconds = train_grpo(
+                loop_model, tokenizer, train, settings, loop_dir, seed, closed_loop=True, control_target=control_target
+            )
+            runs["GRPOExtTrainer (closed-loop ladder, rank)"] = {
+                "heldout_accuracy_after": evaluate(loop_model, tokenizer, heldout),
+                "validation_accuracy_after": evaluate(loop_model, tokenizer, validation),
+                "train_seconds": loop_seconds,
+                "steps": loop_trainer.state.global_step,
+                "final_rewards": _final_objectives(loop_trainer),
+                "output_dir": str(loop_dir),
+            }
+
     from .report import write_report
 
     report_files = [str(path) for path in write_report(grpo_dir)]
     if compare:
         report_files += [str(path) for path in write_report(output_dir / "grpo-trl")]
+    if closed_loop:
+        report_files += [str(path) for path in write_report(output_dir / "grpo-closed-loop")]
 
     summary = {
         "heldout_accuracy_before": before,
@@ -466,7 +513,8 @@ def _print_table(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`trl-grpo-ext demo [--output-dir DIR] [--compare] [--quick] [--seed N]`; returns the exit status."""
+    """`trl-grpo-ext demo [--output-dir DIR] [--compare] [--closed-loop] [--quick] [--seed N]`; returns the exit
+    status."""
     parser = argparse.ArgumentParser(
         prog="trl-grpo-ext demo",
         description="Offline demo: SFT warm start, then GRPO with the temperature ladder, rank advantages and named "
@@ -474,6 +522,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"default: {DEFAULT_OUTPUT_DIR}")
     parser.add_argument("--compare", action="store_true", help="also train plain trl.GRPOTrainer and compare")
+    parser.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="also train with the closed-loop ladder (temperature_control='zero_std') from the same warm start",
+    )
+    parser.add_argument(
+        "--closed-loop-target",
+        type=float,
+        default=None,
+        help="temperature_control_target of the --closed-loop arm (default: GRPOExtConfig's)",
+    )
     parser.add_argument("--quick", action="store_true", help="CI size: a short GRPO phase (under a minute in all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and sampling")
     parser.add_argument(
@@ -482,7 +541,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"`--threads` should be >= 1, got {args.threads}.")
-    run_demo(args.output_dir, compare=args.compare, quick=args.quick, seed=args.seed, threads=args.threads)
+    run_demo(
+        args.output_dir,
+        compare=args.compare,
+        quick=args.quick,
+        seed=args.seed,
+        threads=args.threads,
+        closed_loop=args.closed_loop,
+        control_target=args.closed_loop_target,
+    )
     return 0
 
 

@@ -105,16 +105,7 @@ class GRPOExtTrainer(GRPOTrainer):
         if args.uses_ladder and args.ladder_logprob_temperature == "sampled":
             self._install_scoring_hooks()
         if args.temperature_control != "none":
-            self.add_callback(
-                LadderController(
-                    args.temperature_range,
-                    args.temperature_bounds,
-                    target=args.temperature_control_target,
-                    rate=args.temperature_control_rate,
-                    tolerance=args.temperature_control_tolerance,
-                    signal=args.temperature_control,
-                )
-            )
+            self.add_callback(LadderController.from_config(args))
 
     # ------------------------------------------------------------------ objectives
     def _expand_objectives(self, reward_funcs, args: GRPOExtConfig):

@@ -28,6 +28,7 @@ CONFIG = dict(
     temperature_schedule="linear",
     temperature_range=[0.01, 0.02],
     temperature_control="zero_std",
+    temperature_control_target=0.2,
     temperature_control_rate=2.0,
     temperature_bounds=[0.01, 2.0],
 )

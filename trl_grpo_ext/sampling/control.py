@@ -160,6 +160,18 @@ class LadderController(TrainerCallback, ExportableState):
         self.updates = 0
         self.last_signal: float | None = None
 
+    @classmethod
+    def from_config(cls, args) -> LadderController:
+        """The controller of a `GRPOExtConfig` with `temperature_control` on."""
+        return cls(
+            args.temperature_range,
+            args.temperature_bounds,
+            target=args.temperature_control_target,
+            rate=args.temperature_control_rate,
+            tolerance=args.temperature_control_tolerance,
+            signal=args.temperature_control,
+        )
+
     @property
     def scale_bounds(self) -> tuple[float, float]:
         """(t_floor / T_0^0, t_ceiling / T_{K-1}^0): the scales that keep the whole ladder inside the bounds."""
