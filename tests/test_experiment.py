@@ -110,7 +110,7 @@ def test_every_arm_is_a_valid_config_and_the_closed_loop_arm_follows_the_config(
         )
     assert table["trl"] == {}
     for arm, reference, _ in arms.COMPARISONS:
-        assert arm in table or arm == "closed_loop"
+        assert arm in table or arm.startswith("closed_loop")
         assert reference in table
 
 
@@ -161,3 +161,9 @@ def test_a_finished_run_is_reused_with_more_seeds_but_refused_with_other_setting
     assert _finished(path, dataclasses.replace(QUICK_SETTINGS, seeds=(0, 1, 2, 3)))
     with pytest.raises(ValueError, match="use another `--output-dir`"):
         _finished(path, dataclasses.replace(QUICK_SETTINGS, grpo_steps=7))
+    path.write_text(
+        json.dumps({"settings": _fingerprint(QUICK_SETTINGS), "arm_config": {"advantage_estimator": "rank"}})
+    )
+    assert _finished(path, QUICK_SETTINGS, {"advantage_estimator": "rank"})
+    with pytest.raises(ValueError, match="give the changed arm a new name"):
+        _finished(path, QUICK_SETTINGS, {"advantage_estimator": "zscore"})

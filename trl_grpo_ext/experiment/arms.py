@@ -24,17 +24,31 @@ ARMS: dict[str, dict] = {
 }
 
 # The closed-loop ladder (issue 14) joins the grid once GRPOExtConfig has its fields; finished runs are skipped, so
-# adding it later only trains the new arm.
-CLOSED_LOOP = {**LADDER, "advantage_estimator": "rank", "temperature_control": "zero_std"}
+# adding it later only trains the new arm. Targets are explicit, so a changed default never relabels finished runs:
+# 0.5 is the controller's default, 0.2 its first default (which heated the demo's ladder to its ceiling).
+CLOSED_LOOP = {
+    "closed_loop": {
+        **LADDER,
+        "advantage_estimator": "rank",
+        "temperature_control": "zero_std",
+        "temperature_control_target": 0.5,
+    },
+    "closed_loop_t02": {
+        **LADDER,
+        "advantage_estimator": "rank",
+        "temperature_control": "zero_std",
+        "temperature_control_target": 0.2,
+    },
+}
 
 
 def available_arms() -> dict[str, dict]:
-    """`ARMS`, plus `closed_loop` when this installation's `GRPOExtConfig` has `temperature_control`."""
+    """`ARMS`, plus the `CLOSED_LOOP` arms when this installation's `GRPOExtConfig` has `temperature_control`."""
     from ..config import GRPOExtConfig
 
     arms = dict(ARMS)
     if "temperature_control" in {f.name for f in dataclasses.fields(GRPOExtConfig)}:
-        arms["closed_loop"] = CLOSED_LOOP
+        arms.update(CLOSED_LOOP)
     return arms
 
 
@@ -47,6 +61,7 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("ladder_rank_rung", "ladder_rank", "per-rung baseline vs none (ladder + rank)"),
     ("ladder_centred", "trl", "ladder 0.85-1.15 vs constant 1.0 (z-score): the spread alone"),
     ("ladder", "ladder_centred", "ladder 0.7-1.0 vs 0.85-1.15 (z-score): the mean temperature alone"),
-    ("closed_loop", "ladder_rank", "closed-loop vs fixed ladder (rank)"),
-    ("closed_loop", "trl", "closed-loop ladder + rank vs TRL"),
+    ("closed_loop", "ladder_rank", "closed-loop (target 0.5) vs fixed ladder (rank)"),
+    ("closed_loop_t02", "ladder_rank", "closed-loop (target 0.2) vs fixed ladder (rank)"),
+    ("closed_loop", "trl", "closed-loop ladder (target 0.5) + rank vs TRL"),
 )

@@ -296,15 +296,22 @@ def _fingerprint(settings: ExperimentSettings | dict) -> dict:
     return data
 
 
-def _finished(path: Path, settings: ExperimentSettings) -> bool:
-    """Whether a run's result exists; one written with other settings is an error, not a silent mix."""
+def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None = None) -> bool:
+    """Whether a run's result exists; one written with other settings or another arm config is an error, not a
+    silent mix."""
     if not path.exists():
         return False
-    recorded = json.loads(path.read_text()).get("settings")
+    result = json.loads(path.read_text())
+    recorded = result.get("settings")
     if recorded is not None and _fingerprint(recorded) != _fingerprint(settings):
         raise ValueError(
             f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
             f"({_fingerprint(settings)})."
+        )
+    if arm_config is not None and json.loads(json.dumps(arm_config)) != result.get("arm_config"):
+        raise ValueError(
+            f"{path} was trained with arm config {result.get('arm_config')}, the table now says {arm_config}; give "
+            "the changed arm a new name (or use another `--output-dir`)."
         )
     return True
 
@@ -315,7 +322,9 @@ def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], work
 
     seeds = sorted({spec.seed for spec in specs})
     todo_warm = [s for s in seeds if not (warm_start_dir(root, s) / "warmstart.json").exists()]
-    todo = [spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings)]
+    todo = [
+        spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
+    ]
     done = [json.loads((s.directory(root, group) / "result.json").read_text()) for s in specs if s not in todo]
     yield from done
     bar = tqdm(total=len(specs), initial=len(done), desc="experiment runs", unit="run", dynamic_ncols=True)
