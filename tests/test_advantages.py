@@ -15,13 +15,16 @@ from trl.trainer.utils import nanstd
 
 from trl_grpo_ext import advantages
 from trl_grpo_ext.advantages import (
+    center_by_rung,
     estimate_advantages,
     get_advantage_estimator,
     group_reward_std_is_zero,
     list_advantage_estimators,
     rank_advantages,
+    rank_rung_centred_advantages,
     register_advantage_estimator,
     zscore_advantages,
+    zscore_rung_centred_advantages,
 )
 
 NAN = float("nan")
@@ -342,7 +345,7 @@ def test_integer_rewards_are_accepted():
 
 # 5. Registry
 def test_builtins_are_registered():
-    assert list_advantage_estimators() == ["rank", "zscore"]
+    assert list_advantage_estimators() == ["rank", "rank_rung_centred", "zscore", "zscore_rung_centred"]
     assert get_advantage_estimator("rank") is rank_advantages
     assert get_advantage_estimator("zscore") is zscore_advantages
 
@@ -353,7 +356,7 @@ def test_register_and_duplicate(clean_registry):
 
     assert register_advantage_estimator("centred", centred) is centred
     assert get_advantage_estimator("centred") is centred
-    assert list_advantage_estimators() == ["centred", "rank", "zscore"]
+    assert list_advantage_estimators() == ["centred", "rank", "rank_rung_centred", "zscore", "zscore_rung_centred"]
     with pytest.raises(ValueError, match="'centred' is already registered"):
         register_advantage_estimator("centred", rank_advantages)
     register_advantage_estimator("centred", rank_advantages, overwrite=True)
@@ -380,8 +383,8 @@ def test_unknown_name_message():
     with pytest.raises(ValueError) as err:
         get_advantage_estimator("foo")
     assert str(err.value) == (
-        "`advantage_estimator` must be one of ['rank', 'zscore'] or an import path 'package.module:function', "
-        "got 'foo'."
+        "`advantage_estimator` must be one of ['rank', 'rank_rung_centred', 'zscore', 'zscore_rung_centred'] or an "
+        "import path 'package.module:function', got 'foo'."
     )
     with pytest.raises(ValueError, match="advantage_estimator.*got \\['rank'\\]"):
         get_advantage_estimator(["rank"])
@@ -452,3 +455,31 @@ def test_large_batch_runs_vectorised():
 def test_zscore_cannot_be_replaced():
     with pytest.raises(ValueError, match="zscore"):
         register_advantage_estimator("zscore", rank_advantages, overwrite=True)
+
+
+# 7. Per-rung baseline (rung-centred estimators)
+def test_center_by_rung_zeroes_every_slot_mean_and_keeps_within_slot_differences():
+    g = torch.Generator().manual_seed(0)
+    advantages = torch.randn(6 * 4, generator=g)
+    centred = center_by_rung(advantages, 4)
+    assert torch.allclose(centred.view(6, 4).mean(dim=0), torch.zeros(4), atol=1e-6)
+    # Within one slot, differences between groups are unchanged.
+    assert torch.allclose(centred.view(6, 4) - centred.view(6, 4)[0], advantages.view(6, 4) - advantages.view(6, 4)[0])
+
+
+def test_rung_centred_removes_a_cold_slot_bias():
+    # Slot 0 (the coldest rung) wins every group: plain rank advantages give it +1 on average, centred give it 0.
+    rewards = torch.tensor([1.0, 0.0, 0.0] * 5)
+    assert rank_advantages(rewards, 3).view(5, 3)[:, 0].mean().item() == 1.0
+    centred = rank_rung_centred_advantages(rewards, 3)
+    assert torch.equal(centred, torch.zeros(15))
+    assert get_advantage_estimator("rank_rung_centred") is rank_rung_centred_advantages
+    assert get_advantage_estimator("zscore_rung_centred") is zscore_rung_centred_advantages
+
+
+def test_rung_centred_leaves_nan_rows_at_zero_and_out_of_the_means():
+    rewards = torch.tensor([1.0, 0.0, NAN, 1.0, 0.0, 1.0])
+    centred = rank_rung_centred_advantages(rewards, 2)
+    # Slot 0: groups 0 and 2 are scorable (advantages +1 and -1, mean 0); group 1 is unscorable.
+    assert centred.tolist() == [1.0, -1.0, 0.0, 0.0, -1.0, 1.0]
+    assert torch.equal(zscore_rung_centred_advantages(rewards, 2)[2:4], torch.zeros(2))

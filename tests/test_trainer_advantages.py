@@ -47,3 +47,16 @@ def test_advantage_metrics_logged_with_an_estimator_and_consistent(tmp_path):
     entry = next(e for e in trainer.state.log_history if "advantages/mean" in e)
     assert entry["advantages/mean"] == pytest.approx(logged.mean().item(), abs=1e-6)
     assert entry["advantages/abs_max"] == pytest.approx(logged.abs().max().item(), abs=1e-6)
+
+
+def test_rung_centred_estimator_trains_with_the_ladder(tmp_path):
+    from trl_grpo_ext.advantages import rank_rung_centred_advantages
+
+    trainer = build_trainer(
+        tmp_path, advantage_estimator="rank_rung_centred", temperature_schedule="linear", max_steps=1
+    )
+    trainer.train()
+    rewards, weights, logged = _last_batch(trainer)
+    expected = rank_rung_centred_advantages((rewards * weights).nansum(dim=1), 4)
+    torch.testing.assert_close(logged, expected.float(), atol=1e-6, rtol=0)
+    assert logged.view(-1, 4).mean(dim=0).abs().max() < 1e-6  # every rung's advantages average 0 over the batch

@@ -6,6 +6,7 @@ it is left out of every group statistic and its advantage is exactly 0.
 
     zscore:  A_i = (r_i - mean_G) / (std_G + eps)                        (TRL's group scaling, the default)
     rank:    A_i = 1 / (n - 1) * sum_{j in G} sign(r_i - r_j)            (n = scorable members of the group)
+    *_rung_centred:  A'_i = A_i - mean over the batch's groups of the advantages in slot i mod K (per-rung baseline)
 
 Estimators are looked up by name with `get_advantage_estimator` ("zscore", "rank", anything added with
 `register_advantage_estimator`, or an import path "package.module:function"). A user estimator has the signature
@@ -149,6 +150,69 @@ def rank_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     sorted_advantages = below_minus_above.to(grouped.dtype) / (n - 1).clamp(min=1).to(grouped.dtype)
     sorted_advantages = sorted_advantages.masked_fill(position >= n, 0.0)
     return torch.empty_like(sorted_advantages).scatter_(1, order, sorted_advantages).reshape(-1)
+
+
+def center_by_rung(advantages: torch.Tensor, group_size: int, scorable: torch.Tensor | None = None) -> torch.Tensor:
+    r"""
+    Per-rung baseline: subtract from each advantage the mean advantage of its slot (rung) over the batch's groups.
+
+        A'_{g,i} = A_{g,i} - mean_{g' : r_{g',i} scorable} A_{g',i}        (slot i = position mod K, TRL's layout)
+
+    With a temperature ladder, slot i is always sampled at the same temperature, and colder slots score higher on
+    average, so a group baseline gives the cold slots a positive advantage on average ("being sampled cold" is
+    rewarded). Centring each slot over the batch removes that systematic part and keeps the within-slot comparison.
+    Unscorable rows (`scorable` False) stay at 0 and are left out of the means.
+
+    Args:
+        advantages (`torch.Tensor`):
+            Advantages of shape `(N,)`, in contiguous groups of `group_size`.
+        group_size (`int`):
+            Completions per prompt, K; must divide N.
+        scorable (`torch.BoolTensor`, *optional*):
+            Shape `(N,)`; rows to use (default: all).
+
+    Returns:
+        `torch.Tensor`: shape `(N,)`.
+
+    Example:
+    ```python
+    >>> center_by_rung(torch.tensor([1.0, -1.0, 0.0, 0.0]), group_size=2)  # slot 0 mean 0.5, slot 1 mean -0.5
+    tensor([ 0.5000, -0.5000, -0.5000,  0.5000])
+    ```
+    """
+    grouped = _grouped(advantages, group_size)
+    mask = torch.ones_like(grouped, dtype=torch.bool) if scorable is None else scorable.reshape(grouped.shape)
+    count = mask.sum(dim=0, keepdim=True).clamp(min=1)
+    rung_mean = torch.where(mask, grouped, 0.0).sum(dim=0, keepdim=True) / count
+    return torch.where(mask, grouped - rung_mean, 0.0).reshape(-1)
+
+
+def rank_rung_centred_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    r"""
+    Rank advantages with a per-rung baseline: `center_by_rung(rank_advantages(r, K), K)` (registered as
+    `"rank_rung_centred"`). NaN rewards get 0 and are left out of the rung means.
+
+    Example:
+    ```python
+    >>> rank_rung_centred_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0]), group_size=2)
+    tensor([ 0.6667, -0.6667,  0.6667, -0.6667, -1.3333,  1.3333])
+    ```
+    """
+    return center_by_rung(rank_advantages(rewards, group_size), group_size, ~torch.isnan(rewards.reshape(-1)))
+
+
+def zscore_rung_centred_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    r"""
+    Z-score advantages (TRL's) with a per-rung baseline: `center_by_rung(zscore_advantages(r, K), K)` (registered as
+    `"zscore_rung_centred"`). NaN rewards get 0 and are left out of the rung means.
+
+    Example:
+    ```python
+    >>> zscore_rung_centred_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0]), group_size=2)
+    tensor([ 0.4713, -0.4713,  0.4713, -0.4713, -0.9427,  0.9427])
+    ```
+    """
+    return center_by_rung(zscore_advantages(rewards, group_size), group_size, ~torch.isnan(rewards.reshape(-1)))
 
 
 def group_reward_std_is_zero(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -337,3 +401,5 @@ def get_advantage_estimator(name: str) -> AdvantageEstimator:
 
 register_advantage_estimator("zscore", zscore_advantages)
 register_advantage_estimator("rank", rank_advantages)
+register_advantage_estimator("rank_rung_centred", rank_rung_centred_advantages)
+register_advantage_estimator("zscore_rung_centred", zscore_rung_centred_advantages)

@@ -2,7 +2,7 @@
 
     trl-grpo-ext train --config recipes/tiny/cpu-offline.yaml [--key value ...] [--dry-run]
     trl-grpo-ext tiny --output-dir DIR [--size tiny|small|50m]
-    trl-grpo-ext demo|report|bench ...
+    trl-grpo-ext demo|report|bench|experiment ...
 
 `train` reads the recipe format of `trl grpo`: TRL's `TrlParser` over the same dataclasses as TRL's GRPO script
 (`GRPOScriptArguments`, the config, `ModelConfig`, `DatasetMixtureConfig`), with `GRPOExtConfig` in place of
@@ -35,6 +35,7 @@ _DISPATCHED = {
     "demo": "Run the offline demo (trl_grpo_ext.demo)",
     "report": "Write a report of finished runs (trl_grpo_ext.report)",
     "bench": "Run the benchmarks (trl_grpo_ext.bench)",
+    "experiment": "Run the controlled ablations (trl_grpo_ext.experiment)",
 }
 
 

@@ -1,0 +1,173 @@
+"""`trl-grpo-ext experiment`: controlled ablations of the ladder, rank advantages and the rung baseline, under clean and
+corrupted rewards, several seeds, with paired statistics and plots.
+
+    trl-grpo-ext experiment [--output-dir DIR] [--quick] [--workers N] [--seeds 0 1 2] [--steps N]
+                            [--conditions clean outliers ...] [--arms trl rank ...] [--select-levels] [--report-only]
+
+Every arm (`arms.ARMS`, one line each) trains from the same SFT warm start of its seed (the demo's, computed once per
+seed and cached in DIR/warmstart), with the same data, steps, batch and learning rate, on the demo's digit-reversal
+task. The training reward is one of the conditions of `conditions.CONDITIONS`; accuracy is always measured against
+the clean exact answer. Finished runs are skipped, so the command resumes, and a new arm or seed only trains itself.
+
+`--select-levels` picks each corrupted condition's level on the validation split: it trains the `trl` arm from a
+separate warm start (seed `select_seed`) at every candidate level and at the clean condition, and keeps the level at
+which the validation gain is closest to half the clean gain (the corruption hurts, but leaves something to learn);
+it writes DIR/levels.json, which later grid runs read. The test split is evaluated only in the grid, once per run.
+
+Outputs: DIR/results.json, DIR/results.md (tables, paired differences, verdicts) and DIR/plots/{condition}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from .arms import available_arms
+from .conditions import CONDITIONS
+from .runner import (
+    FULL_SETTINGS,
+    QUICK_SETTINGS,
+    RunSpec,
+    execute,
+    grid_specs,
+    warm_start_dir,
+    with_steps,
+)
+
+DEFAULT_OUTPUT_DIR = "runs/experiment"
+# Chosen with --select-levels on the validation split (docs/experiments.md); a DIR/levels.json overrides them.
+DEFAULT_LEVELS = {"outliers": 0.1, "distorted": 4.0, "noisy_partial": 0.15}
+SELECT_TARGET = 0.5  # keep the level whose validation gain is closest to this fraction of the clean gain
+
+
+def _levels(root: Path) -> dict[str, float]:
+    path = root / "levels.json"
+    if path.exists():
+        return {**DEFAULT_LEVELS, **json.loads(path.read_text())["levels"]}
+    return dict(DEFAULT_LEVELS)
+
+
+def select_levels(root: Path, settings, workers: int, conditions: list[str]) -> dict:
+    """Train the `trl` arm at each candidate level (validation only) and keep the level closest to half the gain."""
+    seed = settings.select_seed
+    specs = [RunSpec("clean", None, "trl", {}, seed, split=None)]
+    for name in conditions:
+        for level in CONDITIONS[name].candidate_levels:
+            specs.append(RunSpec(name, level, "trl", {}, seed, split=None))
+    results = list(execute(root, settings, specs, workers, group="select"))
+    warm = json.loads((warm_start_dir(root, seed) / "warmstart.json").read_text())["validation_accuracy"]
+    gains = {(r["condition"], r["level"]): r["validation_accuracy"] - warm for r in results}
+    clean_gain = gains[("clean", None)]
+    chosen = {}
+    for name in conditions:
+        candidates = [lvl for lvl in CONDITIONS[name].candidate_levels if (name, lvl) in gains]
+        if candidates:
+            chosen[name] = min(candidates, key=lambda lvl: abs(gains[(name, lvl)] - SELECT_TARGET * clean_gain))
+    measured = {f"{c}" + ("" if lvl is None else f"_{lvl:g}"): g for (c, lvl), g in gains.items()}
+    path = root / "levels.json"
+    if path.exists():  # a selection for some conditions keeps the others' earlier choices
+        previous = json.loads(path.read_text())
+        chosen = {**previous["levels"], **chosen}
+        measured = {**previous["validation_gain"], **measured}
+    record = {
+        "levels": chosen,
+        "rule": f"validation gain closest to {SELECT_TARGET} x the clean gain, arm trl, seed {seed}",
+        "warm_start_validation_accuracy": warm,
+        "validation_gain": measured,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def _meta(settings, levels, arms, args) -> dict:
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "description": "Digit reversal, tiny Qwen2 'small' (0.8 M parameters), SFT warm start per seed, then GRPO "
+        f"({settings.grpo_steps} steps of {settings.demo.grpo_batch_size // settings.demo.num_generations} prompts "
+        f"x {settings.demo.num_generations}, lr {settings.demo.grpo_learning_rate}); test accuracy on "
+        f"{settings.demo.num_heldout} held-out problems, greedy. Levels: {levels}.",
+        "settings": asdict(settings),
+        "levels": levels,
+        "arms": arms,
+        "command": "trl-grpo-ext experiment " + " ".join(args),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`trl-grpo-ext experiment ...`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arms_all = available_arms()
+    parser = argparse.ArgumentParser(
+        prog="trl-grpo-ext experiment",
+        description="Controlled ablations (arms x reward conditions x seeds) on the demo task, from a shared warm start.",
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help=f"default: {DEFAULT_OUTPUT_DIR} ({DEFAULT_OUTPUT_DIR}-quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="CI size: 2 GRPO steps, 2 arms, 2 conditions, 2 seeds")
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes), 1 torch thread each")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
+    parser.add_argument("--conditions", nargs="+", default=None, choices=list(CONDITIONS))
+    parser.add_argument("--arms", nargs="+", default=None, choices=list(arms_all))
+    parser.add_argument("--select-levels", action="store_true", help="choose the levels on validation, then stop")
+    parser.add_argument("--report-only", action="store_true", help="summarise finished runs, train nothing")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"`--workers` should be >= 1, got {args.workers}.")
+
+    settings = with_steps(QUICK_SETTINGS if args.quick else FULL_SETTINGS, args.steps)
+    if args.seeds:
+        settings = replace(settings, seeds=tuple(args.seeds))
+    root = Path(args.output_dir or (DEFAULT_OUTPUT_DIR + ("-quick" if args.quick else "")))
+    root.mkdir(parents=True, exist_ok=True)
+    default_conditions = ["clean", "outliers"] if args.quick else list(CONDITIONS)
+    conditions = args.conditions or default_conditions
+    default_arms = ["trl", "ladder_rank"] if args.quick else list(arms_all)
+    arms = {name: arms_all[name] for name in (args.arms or default_arms)}
+
+    if args.select_levels:
+        record = select_levels(root, settings, args.workers, [c for c in conditions if c != "clean"])
+        print(json.dumps(record, indent=1))
+        return 0
+
+    levels = {c: lvl for c, lvl in _levels(root).items() if c in conditions}
+    specs = grid_specs(conditions, levels, arms, list(settings.seeds))
+    start = time.perf_counter()
+    if args.report_only:
+        results = [
+            json.loads((s.directory(root) / "result.json").read_text())
+            for s in specs
+            if (s.directory(root) / "result.json").exists()
+        ]
+    else:
+        results = list(execute(root, settings, specs, args.workers))
+    warm_starts = {}
+    for seed in settings.seeds:
+        path = warm_start_dir(root, seed) / "warmstart.json"
+        if path.exists():
+            warm_starts[seed] = json.loads(path.read_text())
+    expected = [(s.cell, s.arm, s.seed) for s in specs]
+    from .results import write_results
+
+    paths = write_results(root, results, warm_starts, expected, _meta(settings, levels, arms, argv))
+    print((root / "results.md").read_text())
+    print(f"{len(results)}/{len(specs)} runs finished; {time.perf_counter() - start:.0f} s")
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

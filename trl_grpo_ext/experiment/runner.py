@@ -1,0 +1,356 @@
+"""Run the grid: one warm start per seed (cached on disk), then one GRPO run per (condition, arm, seed), in workers.
+
+Layout of the output directory:
+
+    warmstart/seed{s}/weights.pt, warmstart.json      the SFT warm start of seed s, shared by every arm and condition
+    runs/{condition}[_{level}]/{arm}/seed{s}/result.json   one finished run (its presence makes the run skip)
+    select/...                                          level selection runs (validation only)
+
+Splits, explicit: the warm start stops on the *validation* split (as the demo's), the curves during GRPO and the level
+selection use the *validation* split, and the *test* split is evaluated once per finished run, for the reported
+numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from ..demo import DemoSettings
+
+CURVE_SPLIT = "validation"  # accuracy and entropy over training; level selection
+REPORT_SPLIT = "test"  # evaluated once at the end of each grid run, for the reported numbers
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """Sizes of the experiment; the warm start and the GRPO hyper-parameters are the demo's (`DemoSettings`)."""
+
+    # The demo's warm start and learning rate; 8 prompts x 8 completions per GRPO step (the demo: 16 x 8), so that the
+    # grid fits in an hour on 2 busy cores.
+    demo: DemoSettings = field(default_factory=lambda: DemoSettings(grpo_batch_size=64))
+    grpo_steps: int = 60
+    eval_every: int = 15  # validation accuracy and entropy every this many GRPO steps (and at step 0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    select_seed: int = 100  # the level-selection runs use their own warm start, never a grid seed
+
+
+FULL_SETTINGS = ExperimentSettings()
+QUICK_SETTINGS = ExperimentSettings(
+    demo=DemoSettings(
+        num_train=128,
+        num_validation=32,
+        num_heldout=48,
+        sft_max_steps=20,
+        sft_target_accuracy=1.01,  # never reached: a fixed 20-step warm start
+        sft_check_every=20,
+        sft_batch_size=32,
+        grpo_batch_size=32,
+    ),
+    grpo_steps=2,
+    eval_every=1,
+    seeds=(0, 1),
+    select_seed=100,
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid for one seed."""
+
+    condition: str
+    level: float | None
+    arm: str
+    arm_config: dict
+    seed: int
+    split: str | None = REPORT_SPLIT  # evaluated at the end; None: validation only (level selection)
+
+    @property
+    def cell(self) -> str:
+        return self.condition if self.level is None else f"{self.condition}_{self.level:g}"
+
+    def directory(self, root: Path, group: str = "runs") -> Path:
+        return root / group / self.cell / self.arm / f"seed{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens: int) -> tuple[float, float]:
+    """Greedy accuracy on `dataset` and the policy's mean per-token entropy at temperature 1 along those completions.
+
+    The entropy is that of softmax(logits) (T = 1, whatever temperatures the arm samples at), averaged over the tokens
+    of each greedy completion up to and including its end-of-sequence token: a measure of how peaked the policy is
+    that is comparable between arms.
+    """
+    import torch
+
+    from ..tasks import is_correct
+
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        with torch.no_grad():
+            encoded = tokenizer(list(dataset["prompt"]), return_tensors="pt", padding=True).to(model.device)
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
+    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    accuracy = sum(is_correct(t, a) for t, a in zip(texts, list(dataset["answer"]))) / len(texts)
+    logits = torch.stack(output.logits, dim=1).float()  # (B, steps, V)
+    entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+    is_eos = tokens[:, : logits.shape[1]] == tokenizer.eos_token_id
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # positions after the first end-of-sequence token
+    mask = ~after_eos
+    return accuracy, float((entropy * mask).sum() / mask.sum())
+
+
+def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
+    from transformers import TrainerCallback
+
+    class Curve(TrainerCallback):
+        """Validation accuracy and entropy at step 0, every `every` steps and at the last step."""
+
+        def __init__(self):
+            self.points: list[dict] = []
+
+        def _measure(self, step, model):
+            accuracy, entropy = greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens)
+            self.points.append({"step": step, "accuracy": accuracy, "entropy": entropy})
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._measure(0, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 or state.global_step >= state.max_steps:
+                self._measure(state.global_step, model)
+
+    return Curve()
+
+
+# ---------------------------------------------------------------------------------------------------- jobs
+def _datasets(settings: ExperimentSettings, seed: int):
+    from ..tasks import reversal_dataset
+
+    demo = settings.demo
+    lengths = {"min_length": demo.min_length, "max_length": demo.max_length}
+    train = reversal_dataset(demo.num_train, seed=seed, split="train", **lengths)
+    # The same validation and test problems for every seed, as in the demo.
+    validation = reversal_dataset(demo.num_validation, seed=0, split="validation", **lengths)
+    test = reversal_dataset(demo.num_heldout, seed=0, split="test", **lengths)
+    return train, validation, test
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write atomically: a run is finished only once its whole result file exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def warm_start_dir(root: Path, seed: int) -> Path:
+    return root / "warmstart" / f"seed{seed}"
+
+
+def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads: int = 1) -> dict:
+    """The demo's SFT warm start for `seed`, saved once as `weights.pt` (skipped if already there)."""
+    directory = warm_start_dir(root, seed)
+    info_path = directory / "warmstart.json"
+    if info_path.exists():
+        return json.loads(info_path.read_text())
+    import torch
+    from transformers import set_seed
+
+    from ..demo import _demo_environment, greedy_accuracy, warm_start
+    from ..tiny import build_tiny_model, build_tiny_tokenizer
+
+    with _demo_environment(threads):
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(tokenizer, size="small", seed=seed)
+        train, validation, test = _datasets(settings, seed)
+        set_seed(seed)
+        sft = warm_start(model, tokenizer, train, validation, settings.demo, directory / "sft", seed)
+        torch.save(model.state_dict(), directory / "weights.pt")
+        max_new = settings.demo.max_completion_length
+        info = {
+            "seed": seed,
+            **sft,
+            "validation_accuracy": greedy_accuracy(model, tokenizer, validation, max_new),
+        }
+        if seed != settings.select_seed:
+            info["test_accuracy"] = greedy_accuracy(model, tokenizer, test, max_new)
+    _write_json(info_path, info)
+    return info
+
+
+_LOG_KEYS = ("reward", "frac_reward_zero_std", "entropy", "ladder/distinct_frac", "ladder/t_min", "ladder/t_max")
+
+
+def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str = "runs", threads: int = 1) -> dict:
+    """Train one arm from the seed's warm start under one reward condition; writes and returns its result."""
+    directory = spec.directory(root, group)
+    result_path = directory / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ..config import GRPOExtConfig
+    from ..demo import _common_args, _demo_environment, greedy_accuracy
+    from ..tiny import build_tiny_model, build_tiny_tokenizer
+    from ..trainer import GRPOExtTrainer
+    from .conditions import ConditionReward
+
+    demo = settings.demo
+    start = time.perf_counter()
+    with _demo_environment(threads):
+        tokenizer = build_tiny_tokenizer()
+        model = build_tiny_model(tokenizer, size="small", seed=spec.seed)
+        model.load_state_dict(torch.load(warm_start_dir(root, spec.seed) / "weights.pt", weights_only=True))
+        train, validation, test = _datasets(settings, spec.seed)
+        reward = ConditionReward(spec.condition, spec.level, demo.num_generations, spec.seed)
+        args = GRPOExtConfig(
+            **_common_args(directory / "trainer", spec.seed),
+            max_steps=settings.grpo_steps,
+            per_device_train_batch_size=demo.grpo_batch_size,
+            num_generations=demo.num_generations,
+            learning_rate=demo.grpo_learning_rate,
+            lr_scheduler_type="constant",
+            max_completion_length=demo.max_completion_length,
+            logging_steps=1,
+            **spec.arm_config,
+        )
+        trainer = GRPOExtTrainer(
+            model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer
+        )
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        curve = _curve_callback(tokenizer, validation, settings.eval_every, demo.max_completion_length)
+        trainer.add_callback(curve)
+        set_seed(spec.seed)
+        trainer.train()
+        result = {
+            **asdict(spec),
+            "cell": spec.cell,
+            "steps": trainer.state.global_step,
+            "validation_accuracy": curve.points[-1]["accuracy"],
+            "curve": curve.points,
+            "log": [
+                {"step": e["step"], **{k: e[k] for k in _LOG_KEYS if k in e}}
+                | {k: v for k, v in e.items() if k.startswith("ladder/reward_rung_")}
+                for e in trainer.state.log_history
+                if "reward" in e
+            ],
+            "clean_accuracy_by_slot": [sum(col) / len(col) for col in zip(*reward.history)],
+        }
+        if spec.split is not None:
+            split = {"test": test, "validation": validation}[spec.split]
+            result[f"{spec.split}_accuracy"] = greedy_accuracy(model, tokenizer, split, demo.max_completion_length)
+    result["seconds"] = time.perf_counter() - start
+    result["settings"] = _fingerprint(settings)
+    _write_json(result_path, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+def grid_specs(
+    conditions: list[str], levels: dict[str, float], arms: dict[str, dict], seeds: list[int]
+) -> list[RunSpec]:
+    """Every (seed, condition, arm) run, seed-major: if time runs out, the finished seeds are complete.
+
+    The arms of the fixed table (`arms.ARMS`) come first; arms that join later (the closed-loop ladder) after them, so
+    a grid cut short misses whole runs of the newest arm rather than a seed of every arm.
+    """
+    from .arms import ARMS
+
+    order = [name for name in arms if name in ARMS] + [name for name in arms if name not in ARMS]
+    return [
+        RunSpec(condition, levels.get(condition), arm, arms[arm], seed)
+        for group in ([a for a in order if a in ARMS], [a for a in order if a not in ARMS])
+        for seed in seeds
+        for condition in conditions
+        for arm in group
+    ]
+
+
+def _fingerprint(settings: ExperimentSettings | dict) -> dict:
+    """The settings that shape a run (not the list of seeds, which only says which runs the grid holds)."""
+    data = json.loads(json.dumps(asdict(settings) if isinstance(settings, ExperimentSettings) else settings))
+    data.pop("seeds", None)
+    return data
+
+
+def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None = None) -> bool:
+    """Whether a run's result exists; one written with other settings or another arm config is an error, not a
+    silent mix."""
+    if not path.exists():
+        return False
+    result = json.loads(path.read_text())
+    recorded = result.get("settings")
+    if recorded is not None and _fingerprint(recorded) != _fingerprint(settings):
+        raise ValueError(
+            f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
+            f"({_fingerprint(settings)})."
+        )
+    if arm_config is not None and json.loads(json.dumps(arm_config)) != result.get("arm_config"):
+        raise ValueError(
+            f"{path} was trained with arm config {result.get('arm_config')}, the table now says {arm_config}; give "
+            "the changed arm a new name (or use another `--output-dir`)."
+        )
+    return True
+
+
+def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], workers: int, group: str = "runs"):
+    """Warm starts first (one per seed), then the runs; finished ones are skipped. Yields each finished result."""
+    from tqdm.auto import tqdm
+
+    seeds = sorted({spec.seed for spec in specs})
+    todo_warm = [s for s in seeds if not (warm_start_dir(root, s) / "warmstart.json").exists()]
+    todo = [
+        spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
+    ]
+    done = [json.loads((s.directory(root, group) / "result.json").read_text()) for s in specs if s not in todo]
+    yield from done
+    bar = tqdm(total=len(specs), initial=len(done), desc="experiment runs", unit="run", dynamic_ncols=True)
+    context = get_context("spawn")  # fresh interpreters: no torch state shared with the parent
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker) as pool:
+        for future in as_completed([pool.submit(warm_start_job, root, s, settings) for s in todo_warm]):
+            future.result()
+        futures = {pool.submit(run_job, root, spec, settings, group): spec for spec in todo}
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # one failed run must not stop the grid; it is reported and stays to do
+                bar.write(f"FAILED {spec.cell} {spec.arm} seed {spec.seed}: {type(err).__name__}: {err}")
+                bar.update(1)
+                continue
+            bar.set_postfix_str(f"{spec.cell}/{spec.arm}/seed{spec.seed} {result.get('seconds', 0):.0f}s")
+            bar.update(1)
+            yield result
+    bar.close()
+
+
+def _quiet_worker() -> None:
+    """Workers print nothing: no per-phase bars of the warm start (tqdm reads TQDM_DISABLE when first imported)."""
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+def with_steps(settings: ExperimentSettings, steps: int | None) -> ExperimentSettings:
+    return settings if steps is None else replace(settings, grpo_steps=steps)
