@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from datasets import Dataset
 
@@ -123,3 +128,32 @@ def build_trainer(tmp_path, reward_funcs=_DEFAULT_REWARDS, trainer_cls=None, dat
 def last_logged(log_history, key):
     """Values of `key` over the logging steps of a run."""
     return [entry[key] for entry in log_history if key in entry]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_torchrun(script: str, *args: str, nproc: int = 2, env: dict[str, str] | None = None) -> None:
+    """Run `torchrun --standalone --nproc_per_node=nproc script *args` from the repository root on CPU processes.
+
+    Skips the test when torchrun is missing; fails with the tail of the output when the launch fails. Materialise tiny
+    models before calling (`resolve_model_path`): processes racing to build one can collide.
+    """
+    import pytest
+
+    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
+    }
+    command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", script, *map(str, args)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]

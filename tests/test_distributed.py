@@ -8,17 +8,13 @@ recompute it in this one process from the global lists.
 import collections
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.dist import record_ladder as run
-from tests.helpers import digit_reward
+from tests.helpers import digit_reward, run_torchrun
 from trl_grpo_ext.advantages import estimate_advantages, rank_advantages
 from trl_grpo_ext.rewards import novelty
 from trl_grpo_ext.tiny import resolve_model_path
@@ -45,29 +41,12 @@ def _expected_ladder(step: int, max_steps: int) -> list[float]:
 
 def _torchrun(tmp_path_factory, script: str, prefix: str) -> list[dict]:
     """Launch `script OUTPUT_DIR MODEL_PATH` on NUM_PROCESSES CPU processes; return each process's OUTPUT_DIR/{prefix}{rank}.json."""
-    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
     cache = tmp_path_factory.getbasetemp() / "tiny-cache"  # conftest's per-session cache
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRL_GRPO_EXT_CACHE", str(cache))
         model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
     output_dir = tmp_path_factory.mktemp("distributed")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "TRL_GRPO_EXT_CACHE": str(cache),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    command = [torchrun, "--standalone", f"--nproc_per_node={NUM_PROCESSES}", script]
-    result = subprocess.run(
-        [*command, str(output_dir), model_path], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    run_torchrun(script, output_dir, model_path, nproc=NUM_PROCESSES, env={"TRL_GRPO_EXT_CACHE": str(cache)})
     return [json.loads((output_dir / f"{prefix}{rank}.json").read_text()) for rank in range(NUM_PROCESSES)]
 
 

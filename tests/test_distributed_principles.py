@@ -2,15 +2,12 @@
 computes for the same completions, and the judge counters add up over the processes."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.dist import record_principles as run
+from tests.helpers import run_torchrun
 from trl_grpo_ext.rewards import PrinciplesObjective
 from trl_grpo_ext.tiny import resolve_model_path
 
@@ -22,29 +19,18 @@ NUM_PROCESSES = 2
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
-    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
     cache = tmp_path_factory.getbasetemp() / "tiny-cache"  # conftest's per-session cache
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRL_GRPO_EXT_CACHE", str(cache))
         model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
     output_dir = tmp_path_factory.mktemp("distributed-principles")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "TRL_GRPO_EXT_CACHE": str(cache),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    command = [torchrun, "--standalone", f"--nproc_per_node={NUM_PROCESSES}", "tests/dist/record_principles.py"]
-    result = subprocess.run(
-        [*command, str(output_dir), model_path], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    run_torchrun(
+        "tests/dist/record_principles.py",
+        output_dir,
+        model_path,
+        nproc=NUM_PROCESSES,
+        env={"TRL_GRPO_EXT_CACHE": str(cache)},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return json.loads((output_dir / "principles.json").read_text())
 
 

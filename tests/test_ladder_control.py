@@ -308,30 +308,11 @@ def test_resumed_run_continues_with_the_same_ladder(tmp_path):
 def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
     """torchrun, 2 CPU processes, a group straddling them: every process samples at the same ladder, and that ladder
     is what one process computes from the gathered rewards (tests/dist/record_control.py)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     from tests.dist import record_control as run
+    from tests.helpers import run_torchrun
 
-    torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
     model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "ACCELERATE_USE_CPU": "true",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-    }
-    command = [torchrun, "--standalone", "--nproc_per_node=2", "tests/dist/record_control.py", str(tmp_path), model_path]
-    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    run_torchrun("tests/dist/record_control.py", tmp_path, model_path)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
 
     K, rows = run.NUM_GENERATIONS, run.PER_DEVICE_BATCH

@@ -1,6 +1,7 @@
 """Train a tiny GRPO run through a real vLLM engine and write what it did to JSON (one engine per process).
 
     python tests/vllm/run_trainer.py SPEC.json OUT.json
+    torchrun --nproc_per_node 2 tests/vllm/run_trainer.py SPEC.json OUT.json   (-> OUT.rank0.json, OUT.rank1.json)
 
 SPEC: {"trainer": "trl" | "ext", "config": {GRPOConfig kwargs}, "model": "tiny:small", "prompts": 16,
        "server_without_weight_sync": false}
@@ -71,6 +72,8 @@ def main(spec_path: str, out_path: str) -> None:
         train_dataset=dataset,
     )
     trainer.train()
+    if trainer.accelerator.num_processes > 1:  # under torchrun: one file per process, OUT.rank{r}.json
+        out_path = out_path.replace(".json", f".rank{trainer.accelerator.process_index}.json")
     json.dump({"log_history": trainer.state.log_history, **seen}, open(out_path, "w"))
 
 

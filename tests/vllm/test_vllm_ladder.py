@@ -22,8 +22,9 @@ RUNNER = Path(__file__).with_name("run_trainer.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def train(tmp_path: Path, name: str, trainer: str = "ext", **config) -> dict:
-    """Run a 2-step tiny GRPO run through vLLM in a fresh process; return its log_history and completions."""
+def train(tmp_path: Path, name: str, trainer: str = "ext", nproc: int = 1, **config) -> dict | list[dict]:
+    """Run a tiny GRPO run through vLLM in fresh processes (one engine each); return its log_history and completions,
+    one dict per process when `nproc > 1` (torchrun)."""
     run_dir = tmp_path / name
     run_dir.mkdir(parents=True)
     spec = {"trainer": trainer, "config": config}
@@ -31,14 +32,16 @@ def train(tmp_path: Path, name: str, trainer: str = "ext", **config) -> dict:
         spec["server_without_weight_sync"] = True
     (run_dir / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"]
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), str(run_dir / "spec.json"), str(run_dir / "out.json")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+        [*launcher, str(RUNNER), str(run_dir / "spec.json"), str(run_dir / "out.json")],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    if nproc > 1:
+        return [json.loads((run_dir / f"out.rank{r}.json").read_text()) for r in range(nproc)]
     return json.loads((run_dir / "out.json").read_text())
 
 
@@ -184,25 +187,16 @@ def test_closed_loop_ladder_heats_through_vllm_within_its_limit(tmp_path):
 
 # ---------------------------------------------------------------- 2 processes, each with its own engine
 def test_two_processes_sample_each_slot_at_its_global_temperature(tmp_path):
+    """Each process has its own colocated engine and one group of K = 4 straddles them every step: rank 0 holds
+    slots 0-1 (at 0.01), rank 1 slots 2-3 (at 1.9), because slots follow global positions."""
     from trl_grpo_ext.tiny import resolve_model_path
 
     resolve_model_path("tiny:small")  # materialised once, here, not by two racing processes
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(Path(__file__).with_name("dist_ladder.py")),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    cold = json.loads((tmp_path / "rank0.json").read_text())["completions"]  # slots 0-1 of each step's group
-    hot = json.loads((tmp_path / "rank1.json").read_text())["completions"]  # slots 2-3
+    ranks = train(
+        tmp_path, "two", nproc=2, per_device_train_batch_size=2, max_steps=3, learning_rate=0.0,
+        group_temperatures=[0.01, 0.01, 1.9, 1.9],
+    )  # fmt: skip
+    cold, hot = ranks[0]["completions"], ranks[1]["completions"]
     assert len(cold) == len(hot) == 6
     assert all(cold[i] == cold[i + 1] for i in range(0, 6, 2)), cold
     assert sum(hot[i] != hot[i + 1] for i in range(0, 6, 2)) >= 2, hot
