@@ -48,6 +48,7 @@ from .sampling import (
     zero_std_fraction,
 )
 from .sampling.vllm_backend import ladder_vllm_generation
+from .sampling.vllm_cpu import plain_cpu_linear_weights
 
 TEMPERATURE_KEY = "ext_temperature"
 _SUMMED_METRICS = ("errors", "judge_calls", "judge_cache_hits", "judge_retries")
@@ -115,23 +116,27 @@ class GRPOExtTrainer(GRPOTrainer):
         user_weights = args.reward_weights
         if objectives:
             args.reward_weights = weights
+        # A colocated vLLM engine on a CPU must keep plain linear weights for TRL's weight sync (sampling/vllm_cpu.py).
+        colocated = args.use_vllm and args.vllm_mode == "colocate"
+        engine_weights = plain_cpu_linear_weights() if colocated else contextlib.nullcontext()
         try:
-            super().__init__(
-                model=model,
-                reward_funcs=reward_funcs,
-                args=args,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=processing_class,
-                reward_processing_classes=reward_processing_classes,
-                callbacks=callbacks,
-                optimizers=optimizers,
-                quantization_config=quantization_config,
-                peft_config=peft_config,
-                tools=tools,
-                rollout_func=rollout_func,
-                environment_factory=environment_factory,
-            )
+            with engine_weights:
+                super().__init__(
+                    model=model,
+                    reward_funcs=reward_funcs,
+                    args=args,
+                    train_dataset=train_dataset,
+                    eval_dataset=eval_dataset,
+                    processing_class=processing_class,
+                    reward_processing_classes=reward_processing_classes,
+                    callbacks=callbacks,
+                    optimizers=optimizers,
+                    quantization_config=quantization_config,
+                    peft_config=peft_config,
+                    tools=tools,
+                    rollout_func=rollout_func,
+                    environment_factory=environment_factory,
+                )
         finally:
             args.reward_weights = user_weights
         if objectives:

