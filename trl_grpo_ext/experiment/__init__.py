@@ -8,6 +8,8 @@ Every arm (`arms.ARMS`, one line each) trains from the same SFT warm start of it
 seed and cached in DIR/warmstart), with the same data, steps, batch and learning rate, on the demo's digit-reversal
 task. The training reward is one of the conditions of `conditions.CONDITIONS`; accuracy is always measured against
 the clean exact answer. Finished runs are skipped, so the command resumes, and a new arm or seed only trains itself.
+A finished run or a cached warm start made with other settings is refused, by `--report-only` too: runs of different
+settings are never compared.
 
 `--select-levels` picks each corrupted condition's level on the validation split: it trains the `trl` arm from a
 separate warm start (seed `select_seed`) at every candidate level and at the clean condition, and keeps the level at
@@ -34,8 +36,11 @@ from .runner import (
     FULL_SETTINGS,
     QUICK_SETTINGS,
     RunSpec,
+    SettingsMismatch,
+    check_warm_start,
     execute,
     grid_specs,
+    mismatch,
     warm_start_dir,
     with_steps,
 )
@@ -83,6 +88,29 @@ def select_levels(root: Path, settings, workers: int, conditions: list[str]) -> 
     }
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record
+
+
+def _finished_results(root: Path, settings, specs: list[RunSpec]) -> list[dict]:
+    """The results of the finished runs of `specs`, for `--report-only`; `SettingsMismatch` naming every run that was
+    trained with other settings or another arm config than these (the check the training path makes)."""
+    results, mismatched = [], []
+    for spec in specs:
+        path = spec.directory(root) / "result.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            difference = mismatch(result, settings, spec.arm_config)
+            if difference is None:
+                results.append(result)
+            else:
+                mismatched.append(f"{path.parent.relative_to(root).as_posix()} ({difference})")
+    if mismatched:
+        raise SettingsMismatch(
+            f"--report-only: {len(mismatched)} of {len(results) + len(mismatched)} finished runs were trained with "
+            f"other settings than these, and would be compared with runs that were not: {', '.join(mismatched)}. "
+            "Report them with the settings they were trained with (`--quick`, `--steps`, `--seeds` as when they "
+            "were trained), and keep runs of other settings in another `--output-dir`."
+        )
+    return results
 
 
 def _meta(settings, levels, arms, args) -> dict:
@@ -138,26 +166,30 @@ def main(argv: list[str] | None = None) -> int:
     arms = {name: arms_all[name] for name in (args.arms or default_arms)}
 
     if args.select_levels:
-        record = select_levels(root, settings, args.workers, [c for c in conditions if c != "clean"])
+        try:
+            record = select_levels(root, settings, args.workers, [c for c in conditions if c != "clean"])
+        except SettingsMismatch as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(json.dumps(record, indent=1))
         return 0
 
     levels = {c: lvl for c, lvl in _levels(root).items() if c in conditions}
     specs = grid_specs(conditions, levels, arms, list(settings.seeds))
     start = time.perf_counter()
-    if args.report_only:
-        results = [
-            json.loads((s.directory(root) / "result.json").read_text())
-            for s in specs
-            if (s.directory(root) / "result.json").exists()
-        ]
-    else:
-        results = list(execute(root, settings, specs, args.workers))
-    warm_starts = {}
-    for seed in settings.seeds:
-        path = warm_start_dir(root, seed) / "warmstart.json"
-        if path.exists():
-            warm_starts[seed] = json.loads(path.read_text())
+    try:
+        if args.report_only:
+            results = _finished_results(root, settings, specs)
+        else:
+            results = list(execute(root, settings, specs, args.workers))
+        warm_starts = {}
+        for seed in settings.seeds:
+            path = warm_start_dir(root, seed) / "warmstart.json"
+            if path.exists():
+                warm_starts[seed] = check_warm_start(path, settings)
+    except SettingsMismatch as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     expected = [(s.cell, s.arm, s.seed) for s in specs]
     from .results import write_results
 

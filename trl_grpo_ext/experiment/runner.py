@@ -3,6 +3,7 @@
 Layout of the output directory:
 
     warmstart/seed{s}/weights.pt, warmstart.json      the SFT warm start of seed s, shared by every arm and condition
+                                                        (warmstart.json records the settings it was built with)
     runs/{condition}[_{level}]/{arm}/seed{s}/result.json   one finished run (its presence makes the run skip)
     select/...                                          level selection runs (validation only)
 
@@ -163,16 +164,73 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+class SettingsMismatch(ValueError):
+    """A finished run or a cached warm start in the output directory was made with other settings than these."""
+
+
+def _differences(recorded: dict, expected: dict, there: str, prefix: str = "") -> list[str]:
+    """`key: value in {there}, value here` for each setting that differs (nested keys dotted)."""
+    out = []
+    for key in sorted(set(recorded) | set(expected), key=str):
+        old, new = recorded.get(key), expected.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += _differences(old, new, there, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}: {old} in {there}, {new} here")
+    return out
+
+
 def warm_start_dir(root: Path, seed: int) -> Path:
     return root / "warmstart" / f"seed{seed}"
 
 
+# The fields of `DemoSettings` that shape the warm start: its data, and the SFT schedule and stopping rule.
+_WARM_START_FIELDS = (
+    "num_train",
+    "num_validation",
+    "num_heldout",
+    "min_length",
+    "max_length",
+    "sft_max_steps",
+    "sft_target_accuracy",
+    "sft_check_every",
+    "sft_batch_size",
+    "sft_learning_rate",
+)
+
+
+def _warm_start_settings(settings: ExperimentSettings) -> dict:
+    """The settings a warm start is built with, as warmstart.json records them (the GRPO ones do not matter)."""
+    return json.loads(json.dumps({name: getattr(settings.demo, name) for name in _WARM_START_FIELDS}))
+
+
+def check_warm_start(info_path: Path, settings: ExperimentSettings) -> dict:
+    """The cached warm start's record; `SettingsMismatch` when it was built with other settings, or records none."""
+    info = json.loads(info_path.read_text())
+    directory = info_path.parent
+    remedy = (
+        f"use another `--output-dir` for these settings, or delete {directory} to build it again (the runs trained "
+        "from it then have to be trained again too)"
+    )
+    recorded = info.get("settings")
+    if recorded is None:
+        raise SettingsMismatch(
+            f"{info_path} records no settings (it was written before warm starts recorded them), so it cannot be "
+            f"checked against these; {remedy}."
+        )
+    differences = _differences(recorded, _warm_start_settings(settings), "the warm start")
+    if differences:
+        raise SettingsMismatch(f"{directory} was built with other settings ({'; '.join(differences)}); {remedy}.")
+    return info
+
+
 def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads: int = 1) -> dict:
-    """The demo's SFT warm start for `seed`, saved once as `weights.pt` (skipped if already there)."""
+    """The demo's SFT warm start for `seed`, saved once as `weights.pt` (reused if already there with the same
+    settings; `SettingsMismatch` if there with other settings)."""
     directory = warm_start_dir(root, seed)
     info_path = directory / "warmstart.json"
     if info_path.exists():
-        return json.loads(info_path.read_text())
+        return check_warm_start(info_path, settings)
     import torch
     from transformers import set_seed
 
@@ -191,6 +249,7 @@ def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads:
             "seed": seed,
             **sft,
             "validation_accuracy": greedy_accuracy(model, tokenizer, validation, max_new),
+            "settings": _warm_start_settings(settings),
         }
         if seed != settings.select_seed:
             info["test_accuracy"] = greedy_accuracy(model, tokenizer, test, max_new)
@@ -304,23 +363,39 @@ def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None 
     result = json.loads(path.read_text())
     recorded = result.get("settings")
     if recorded is not None and _fingerprint(recorded) != _fingerprint(settings):
-        raise ValueError(
+        raise SettingsMismatch(
             f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
             f"({_fingerprint(settings)})."
         )
     if arm_config is not None and json.loads(json.dumps(arm_config)) != result.get("arm_config"):
-        raise ValueError(
+        raise SettingsMismatch(
             f"{path} was trained with arm config {result.get('arm_config')}, the table now says {arm_config}; give "
             "the changed arm a new name (or use another `--output-dir`)."
         )
     return True
 
 
+def mismatch(result: dict, settings: ExperimentSettings, arm_config: dict) -> str | None:
+    """What differs between a finished run's `result` and these settings and arm config (`None`: nothing)."""
+    recorded = result.get("settings")
+    differences = [] if recorded is None else _differences(_fingerprint(recorded), _fingerprint(settings), "the run")
+    arm = json.loads(json.dumps(arm_config))
+    if result.get("arm_config") != arm:
+        differences.append(f"arm config: {result.get('arm_config')} in the run, {arm} here")
+    return "; ".join(differences) or None
+
+
 def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], workers: int, group: str = "runs"):
-    """Warm starts first (one per seed), then the runs; finished ones are skipped. Yields each finished result."""
+    """Warm starts first (one per seed), then the runs; finished ones are skipped. Yields each finished result.
+
+    A cached warm start or a finished run made with other settings raises `SettingsMismatch` before anything trains.
+    """
     from tqdm.auto import tqdm
 
     seeds = sorted({spec.seed for spec in specs})
+    for seed in seeds:
+        if (warm_start_dir(root, seed) / "warmstart.json").exists():
+            check_warm_start(warm_start_dir(root, seed) / "warmstart.json", settings)
     todo_warm = [s for s in seeds if not (warm_start_dir(root, s) / "warmstart.json").exists()]
     todo = [
         spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)

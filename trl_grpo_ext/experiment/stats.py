@@ -10,23 +10,75 @@ consistent differences are.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
-# Two-sided 95 % quantiles of Student's t, t_{0.975, df}, df = 1 .. 10 (standard tables); beyond: 1.96 + 2.4 / df.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+def _t_cdf(t: float, df: float) -> float:
+    r"""P(T <= t) for Student's t with `df` degrees of freedom.
+
+    P(T <= t) = 1 - I_x(df / 2, 1 / 2) / 2 for t >= 0, x = df / (df + t^2).
+
+    I_x(a, b) is the regularized incomplete beta function, from its continued fraction (Lentz's method), evaluated
+    where it converges fast: at x < (a + 1) / (a + b + 2) directly, else as 1 - I_{1-x}(b, a).
+    """
+    if t < 0:
+        return 1.0 - _t_cdf(-t, df)
+    a, b = df / 2, 0.5
+    x, y = df / (df + t * t), t * t / (df + t * t)  # y = 1 - x without the cancellation
+    if x < (a + 1) / (a + b + 2):
+        upper_tail = _beta_fraction(a, b, x, y) / 2  # I_x(a, b) / 2 = P(T > t)
+    else:
+        upper_tail = (1.0 - _beta_fraction(b, a, y, x)) / 2
+    return 1.0 - upper_tail
 
 
+def _beta_fraction(a: float, b: float, x: float, y: float) -> float:
+    """I_x(a, b) = x^a y^b / (a B(a, b)) * continued fraction (y = 1 - x); converges for x < (a + 1) / (a + b + 2)."""
+    if x <= 0.0:
+        return 0.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
+    tiny, eps = 1e-300, 1e-16
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 100_000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),  # even step d_{2m}
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),  # odd step d_{2m+1}
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < eps:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+@functools.lru_cache(maxsize=1024)
 def t975(df: int) -> float:
-    """Two-sided 95 % quantile of Student's t with `df` degrees of freedom.
+    """Two-sided 95 % quantile of Student's t with `df` degrees of freedom: the t with P(T <= t) = 0.975, exactly.
+
+    Found by bisection on the t distribution's CDF (`_t_cdf`) to full float precision; NaN for `df < 1`.
 
     Example:
-    >>> t975(2), t975(4)
-    (4.303, 2.776)
+    >>> round(t975(2), 4), round(t975(11), 4), round(t975(1000), 4)
+    (4.3027, 2.201, 1.9623)
     """
     if df < 1:
         return math.nan
-    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+    low, high = 0.0, 2.0
+    while _t_cdf(high, df) < 0.975:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if middle in (low, high):
+            break
+        low, high = (middle, high) if _t_cdf(middle, df) < 0.975 else (low, middle)
+    return (low + high) / 2
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:

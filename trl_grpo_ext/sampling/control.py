@@ -16,11 +16,15 @@ scale from winding up while the ladder sits at a bound. The scale after batch n 
 
 `LadderController` holds c_n; it is also a transformers `TrainerCallback` and `ExportableState`, so the trainer's
 checkpoints (`trainer_state.json`, `stateful_callbacks`) carry it and a resumed run continues with the same ladder.
+A checkpoint records the controller's settings with c_n. A run resumed with the same settings continues exactly; one
+resumed with other settings (range, bounds, target, rate, tolerance) keeps its own, clips c_n into its own scale
+bounds and warns, naming what changed.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -192,28 +196,61 @@ class LadderController(TrainerCallback, ExportableState):
         self.last_signal = float(signal) if math.isfinite(signal) else None
         return self.scale
 
+    def settings(self) -> dict:
+        """The settings that define the law (the constructor's arguments): what a checkpoint records with the scale."""
+        return {
+            "temperature_range": list(self.temperature_range),
+            "temperature_bounds": list(self.temperature_bounds),
+            "target": self.target,
+            "rate": self.rate,
+            "tolerance": self.tolerance,
+            "signal": self.signal,
+        }
+
     # Checkpoints: transformers writes `state()` into trainer_state.json's `stateful_callbacks` with every checkpoint.
     def state(self) -> dict:
         return {
-            "args": {
-                "temperature_range": self.temperature_range,
-                "temperature_bounds": self.temperature_bounds,
-                "target": self.target,
-                "rate": self.rate,
-                "tolerance": self.tolerance,
-                "signal": self.signal,
-            },
+            "args": self.settings(),
             "attributes": {"scale": self.scale, "updates": self.updates, "last_signal": self.last_signal},
         }
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """Take the scale from the state being trained from: a resumed checkpoint's, or this object's own."""
+        """Take the scale from the state being trained from: a resumed checkpoint's, or this object's own.
+
+        The settings are this run's: those of `args` when it is a config with `temperature_control` on (transformers'
+        `restore_callback_states_from_checkpoint` rebuilds the controller with the checkpoint's settings; they are
+        replaced here), else this object's. A checkpoint saved with the same settings is restored exactly; one saved
+        with other settings gives its scale clipped into this run's `scale_bounds`, and a warning names the changes.
+        """
+        if getattr(args, "temperature_control", "none") in CONTROL_SIGNALS[1:]:
+            current = type(self).from_config(args).settings()
+            if current != self.settings():
+                self.__init__(**current)
         name = type(self).__name__
         saved = state.stateful_callbacks.get(name)
         if isinstance(saved, list):
             saved = saved[0] if saved else None
-        if saved:
-            for attribute, value in saved.get("attributes", {}).items():
-                setattr(self, attribute, value)
-        else:  # a checkpoint written without the controller: transformers' save expects the entry to exist
+        if not saved:  # a checkpoint written without the controller: transformers' save expects the entry to exist
             state.stateful_callbacks[name] = self.state()
+            return
+        for attribute, value in saved.get("attributes", {}).items():
+            setattr(self, attribute, value)
+        recorded = saved.get("args")
+        current = self.settings()
+        if recorded is not None and {key: recorded.get(key) for key in current} == current:
+            return
+        lo, hi = self.scale_bounds
+        saved_scale, self.scale = self.scale, min(max(float(self.scale), lo), hi)
+        if recorded is None:
+            changed = "the checkpoint records no settings"
+        else:
+            changed = ", ".join(
+                f"{key} {recorded.get(key)} -> {value}" for key, value in current.items() if recorded.get(key) != value
+            )
+        warnings.warn(
+            f"{name}: the checkpoint's controller was saved with other settings ({changed}); training continues with "
+            f"this run's settings, and the saved scale {saved_scale:.6g} is clipped into the scale bounds "
+            f"[{lo:.6g}, {hi:.6g}] of this run's range and bounds: {self.scale:.6g}.",
+            UserWarning,
+            stacklevel=2,
+        )

@@ -9,8 +9,11 @@ receive, and is retried `max_retries` times on a timeout, a connection error, HT
 choices fails the texts of that request at once with a `JudgeError` naming the cause (a server bug does not get
 better by asking again). Scores of identical requests are cached (`Judge`).
 
-The API key is read from the environment variable `api_key_env` names, sent as `Authorization: Bearer ...`, and
-never logged, pickled or shown in a repr or an error message.
+The API key is read from the environment variable `api_key_env` names, without the whitespace around it (the newline
+of a key file or a mounted secret), sent as `Authorization: Bearer ...`, and never logged, pickled or shown in a repr
+or an error message: a key that holds anything but printable ASCII is refused when it is read, a transport error is
+named by its class and the URL (its text can repeat the request's headers), a request that cannot be sent at all
+(`LocalProtocolError`) fails at once without retries, and an error body that echoes the key shows `***` instead.
 """
 
 from __future__ import annotations
@@ -104,11 +107,17 @@ class OpenAIJudge(Judge):
     def _read_key(self) -> str | None:
         if self.api_key_env is None:
             return None
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.api_key_env, "").strip()
         if not key:
             raise ValueError(
                 f"`judge.api_key_env` names the environment variable {self.api_key_env!r}, which is not set (or "
                 "empty); export the API key there, or drop `api_key_env` for a server without a key."
+            )
+        if not all(" " <= char <= "~" for char in key):  # a header value; the key itself is never echoed
+            raise ValueError(
+                f"`judge.api_key_env` names the environment variable {self.api_key_env!r}, whose value holds a "
+                "character other than printable ASCII (a control character such as a newline inside the key, or a "
+                "non-ASCII letter); an API key must be printable ASCII: check how the variable is set."
             )
         return key
 
@@ -205,35 +214,52 @@ class OpenAIJudge(Judge):
         raise JudgeError(f"{self.describe()} failed after {attempts} attempt(s): {cause}")
 
     def _post(self, payload: dict[str, Any]) -> Any:
+        # Transport errors are named by their class only, and raised outside the `except` so that no exception
+        # chains them: their text can repeat the request's headers (httpx: "Illegal header value b'Bearer ...'").
+        failure = None
         try:
             response = self._http().post(self.url, json=payload)
         except httpx.TimeoutException as err:
-            raise _Retryable(f"timed out after {self.timeout:g} s ({type(err).__name__})") from None
+            failure = _Retryable(f"timed out after {self.timeout:g} s ({type(err).__name__})")
+        except httpx.LocalProtocolError as err:  # the request cannot be sent as it is: asking again will not help
+            failure = JudgeError(
+                f"{self.describe()} could not send the request ({type(err).__name__}: a header value or the URL is "
+                "not valid HTTP); not retried"
+            )
         except httpx.TransportError as err:
-            raise _Retryable(f"cannot reach the server ({type(err).__name__}: {err})") from None
+            failure = _Retryable(f"cannot reach the server ({type(err).__name__})")
+        if failure is not None:
+            raise failure
         if response.status_code in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {response.status_code}: {_snippet(response.text)}")
+            raise _Retryable(f"HTTP {response.status_code}: {self._snippet(response.text)}")
         if response.status_code != 200:
-            raise JudgeError(f"{self.describe()} answered HTTP {response.status_code}: {_snippet(response.text)}")
+            raise JudgeError(f"{self.describe()} answered HTTP {response.status_code}: {self._snippet(response.text)}")
         try:
             return response.json()
         except ValueError:
-            raise JudgeError(f"{self.describe()} answered malformed JSON: {_snippet(response.text)}") from None
+            raise JudgeError(f"{self.describe()} answered malformed JSON: {self._snippet(response.text)}") from None
+
+    def _snippet(self, text: str) -> str:
+        """The start of a server's answer for an error message, with the API key hidden (a proxy may echo it)."""
+        if self._api_key:
+            text = str(text).replace(self._api_key, "***")
+        return _snippet(text)
 
     # ------------------------------------------------------------------------------------------------ parsing
     def _parse(self, body: Any, n: int) -> list[float | JudgeError]:
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list):
-            raise JudgeError(f"{self.describe()} answered JSON without a 'choices' list: {_snippet(json.dumps(body))}")
+            raise JudgeError(
+                f"{self.describe()} answered JSON without a 'choices' list: {self._snippet(json.dumps(body))}"
+            )
         if len(choices) != n:
             raise JudgeError(f"{self.describe()} answered {len(choices)} choices for {n} prompts")
         ordered: list[Any] = [None] * n
         for position, choice in enumerate(choices):
             index = choice.get("index", position) if isinstance(choice, dict) else None
             if not isinstance(index, int) or not 0 <= index < n or ordered[index] is not None:
-                raise JudgeError(
-                    f"{self.describe()} answered choices with bad or repeated indices: {_snippet(json.dumps(choices))}"
-                )
+                shown = self._snippet(json.dumps(choices))
+                raise JudgeError(f"{self.describe()} answered choices with bad or repeated indices: {shown}")
             ordered[index] = choice
         return [self._score_choice(choice) for choice in ordered]
 
