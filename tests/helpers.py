@@ -13,7 +13,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from trl_grpo_ext import GRPOExtConfig
-from trl_grpo_ext.tiny import build_tiny_model, build_tiny_tokenizer
+from trl_grpo_ext.kit.tiny import build_tiny_model, build_tiny_tokenizer
 
 TIMING_KEYS = ("step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos")
 
@@ -113,7 +113,7 @@ _DEFAULT_REWARDS = object()
 def build_trainer(tmp_path, reward_funcs=_DEFAULT_REWARDS, trainer_cls=None, dataset=None, model=None, **overrides):
     """A GRPOExtTrainer (or `trainer_cls`) on the saved tiny model with the tiny-run config."""
     from trl_grpo_ext import GRPOExtTrainer
-    from trl_grpo_ext.tiny import resolve_model_path
+    from trl_grpo_ext.kit import resolve_model_path
 
     trainer_cls = trainer_cls or GRPOExtTrainer
     return trainer_cls(

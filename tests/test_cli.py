@@ -27,14 +27,16 @@ def no_loading(monkeypatch):
     import datasets
     import transformers
 
-    import trl_grpo_ext.tasks
-    import trl_grpo_ext.tiny
+    import trl_grpo_ext.kit
+    import trl_grpo_ext.kit.tasks
+    import trl_grpo_ext.kit.tiny
 
     monkeypatch.setattr(datasets, "load_dataset", forbidden)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(trl_grpo_ext.tiny, "resolve_model_path", forbidden)
-    monkeypatch.setattr(trl_grpo_ext.tiny, "save_tiny", forbidden)
-    monkeypatch.setattr(trl_grpo_ext.tasks, "arithmetic_dataset", forbidden)
+    monkeypatch.setattr(trl_grpo_ext.kit, "resolve_model_path", forbidden)
+    monkeypatch.setattr(trl_grpo_ext.kit.tiny, "save_tiny", forbidden)
+    monkeypatch.setattr(trl_grpo_ext.kit.tasks, "arithmetic_dataset", forbidden)
+    monkeypatch.setattr(trl_grpo_ext.kit.tasks, "chat_addition_dataset", forbidden)
 
 
 def write_recipe(tmp_path, text: str) -> str:

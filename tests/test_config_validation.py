@@ -13,9 +13,9 @@ from trl import GRPOConfig
 
 from tests.helpers import digit_reward, length_reward, prompt_dataset, tiny_kwargs, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.rewards import WeightedReward, accuracy
 from trl_grpo_ext.sampling import group_ladder
-from trl_grpo_ext.tiny import resolve_model_path
 
 NAN, INF = math.nan, math.inf
 LADDER = {"temperature_schedule": "linear"}

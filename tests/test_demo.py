@@ -1,4 +1,4 @@
-"""The offline addition task (`trl_grpo_ext.tasks`) and `trl-grpo-ext demo`."""
+"""The offline addition task (`trl_grpo_ext.kit.tasks`) and `trl-grpo-ext demo`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.helpers import tiny_model, tiny_tokenizer_cached
-from trl_grpo_ext.tasks import (
+from trl_grpo_ext.kit.tasks import (
     REVERSAL_PREFIX,
     SPLITS,
     arithmetic_dataset,

@@ -16,8 +16,8 @@ import torch
 from tests.dist import record_ladder as run
 from tests.helpers import digit_reward, run_torchrun
 from trl_grpo_ext.advantages import estimate_advantages, rank_advantages
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.rewards import novelty
-from trl_grpo_ext.tiny import resolve_model_path
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

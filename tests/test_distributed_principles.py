@@ -8,8 +8,8 @@ import pytest
 
 from tests.dist import record_principles as run
 from tests.helpers import run_torchrun
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.rewards import PrinciplesObjective
-from trl_grpo_ext.tiny import resolve_model_path
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

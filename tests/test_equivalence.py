@@ -14,7 +14,7 @@ from tests.helpers import (
     tiny_tokenizer_cached,
 )
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
-from trl_grpo_ext.tiny import resolve_model_path
+from trl_grpo_ext.kit import resolve_model_path
 
 SETTINGS = {
     "defaults": {},

@@ -24,9 +24,10 @@ from tests.helpers import (
     tiny_tokenizer_cached,
 )
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+from trl_grpo_ext.kit import resolve_model_path
+from trl_grpo_ext.kit.tiny import build_tiny_tokenizer
 from trl_grpo_ext.rewards import WeightedReward, group_objective, novelty
 from trl_grpo_ext.sampling import distinct_fraction, group_ladder
-from trl_grpo_ext.tiny import build_tiny_tokenizer, resolve_model_path
 
 # ------------------------------------------------------------------------------------ 1. environment reward
 

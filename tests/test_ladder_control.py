@@ -17,9 +17,9 @@ from transformers import TrainerState
 
 from tests.helpers import build_trainer, digit_reward, last_logged, prompt_dataset, tiny_args, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.report import write_report
 from trl_grpo_ext.sampling import LadderController, next_scale, zero_std_fraction
-from trl_grpo_ext.tiny import resolve_model_path
 
 CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std", temperature_control_target=0.2)
 
@@ -340,8 +340,8 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------- the demo
 def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
     from trl_grpo_ext import demo
-    from trl_grpo_ext.tasks import reversal_dataset
-    from trl_grpo_ext.tiny import build_tiny_model
+    from trl_grpo_ext.kit.tasks import reversal_dataset
+    from trl_grpo_ext.kit.tiny import build_tiny_model
 
     seen = {}
     monkeypatch.setattr(demo, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))

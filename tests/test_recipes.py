@@ -14,12 +14,14 @@ import yaml
 from datasets import Dataset
 
 from trl_grpo_ext import cli
-from trl_grpo_ext.data import apply_preset, arithmetic_splits, format_prompt, gsm8k_final_answer
+from trl_grpo_ext.data import apply_preset, format_prompt, generated_splits, gsm8k_final_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
 ACCELERATE_CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
 TINY_RECIPE = "recipes/tiny/cpu-offline.yaml"
+CPU_RECIPE_DIRS = {"tiny", "smollm2-135m-instruct"}  # offline CPU recipes, their figures measured here
+GPU_RECIPES = [p for p in RECIPES if not CPU_RECIPE_DIRS & set(p.parts)]
 TIMEOUT = 600
 
 
@@ -35,6 +37,7 @@ def test_the_expected_recipes_exist():
         "qwen2.5-0.5b-instruct/gsm8k-lora.yaml",
         "qwen2.5-1.5b-instruct/gsm8k-qlora.yaml",
         "llama-3.1-8b-instruct/gsm8k-qlora.yaml",
+        "smollm2-135m-instruct/addition-lora-cpu.yaml",
     } <= names
     assert {p.name for p in ACCELERATE_CONFIGS} == {"single_gpu.yaml", "multi_gpu.yaml", "deepspeed_zero2.yaml"}
 
@@ -63,11 +66,13 @@ def test_recipe_header(recipe):
     for word in ("Hardware:", "Peak memory:", "Time per step:", "Run it:"):
         assert word in header, f"{recipe_id(recipe)}: header lacks {word!r}"
     assert f"--config recipes/{recipe_id(recipe)}" in header, "the header gives the exact command"
-    if "tiny" not in recipe.parts:
+    if recipe in GPU_RECIPES:
         assert "estimated" in header, "figures not measured must say so"
+    else:
+        assert "measured" in header.lower(), "a CPU recipe's figures are measured here"
 
 
-@pytest.mark.parametrize("recipe", [p for p in RECIPES if "tiny" not in p.parts], ids=recipe_id)
+@pytest.mark.parametrize("recipe", GPU_RECIPES, ids=recipe_id)
 def test_gpu_recipes_use_our_features(recipe):
     config = yaml.safe_load(recipe.read_text())
     assert config["temperature_schedule"] in ("linear", "geometric")
@@ -140,7 +145,7 @@ def test_format_prompt():
 
 
 def test_arithmetic_preset():
-    splits = arithmetic_splits(8, seed=0, with_test=True)
+    splits = generated_splits("arithmetic", 8, seed=0, with_test=True)
     train = apply_preset(splits["train"], "arithmetic", system_prompt="Add.")
     assert len(train) == 8 and len(splits["test"]) == 2
     assert train[0]["prompt"][0] == {"role": "system", "content": "Add."}
@@ -158,7 +163,7 @@ def _env() -> dict:
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
     # The tiny model is written to the cache once here, not by several launched processes at the same time.
-    from trl_grpo_ext.tiny import resolve_model_path
+    from trl_grpo_ext.kit import resolve_model_path
 
     resolve_model_path("tiny:small")
     result = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)

@@ -9,9 +9,9 @@ import pytest
 
 from tests.helpers import prompt_dataset, tiny_args, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtTrainer, WeightedReward
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.report import find_trainer_state, load_log_history, main, write_report
 from trl_grpo_ext.rewards import accuracy, format_objective
-from trl_grpo_ext.tiny import resolve_model_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GRPO_PANELS = ["rewards.png", "ladder.png", "advantages.png", "completion_length.png", "diversity.png", "loss.png"]

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from tests.dist import train_tiny as run
 from tests.helpers import TIMING_KEYS
-from trl_grpo_ext.tiny import resolve_model_path
+from trl_grpo_ext.kit import resolve_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS, STOP_STEP = 6, 3

@@ -21,6 +21,7 @@ from transformers import (
 from trl.trainer.utils import add_fused_lm_head
 
 from trl_grpo_ext import sampling
+from trl_grpo_ext.kit.tiny import build_tiny_model
 from trl_grpo_ext.sampling import (
     RowTemperatureLogitsProcessor,
     check_exact_temperature_scoring,
@@ -32,7 +33,6 @@ from trl_grpo_ext.sampling import (
     scheduled_range,
     temperature_ladder,
 )
-from trl_grpo_ext.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tests.helpers import (
     tiny_tokenizer_cached,
 )
 from trl_grpo_ext import GRPOExtTrainer
-from trl_grpo_ext.tiny import resolve_model_path
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.trainer import TEMPERATURE_KEY
 
 

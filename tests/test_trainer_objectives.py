@@ -13,8 +13,8 @@ from tests.helpers import (
     tiny_kwargs,
     tiny_tokenizer_cached,
 )
+from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.rewards import WeightedReward
-from trl_grpo_ext.tiny import resolve_model_path
 
 
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])

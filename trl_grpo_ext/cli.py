@@ -26,7 +26,7 @@ from enum import Enum
 from typing import Any
 
 from . import __version__
-from .data import DATASET_PRESETS, GSM8K_DATASET
+from .data import DATASET_PRESETS, GENERATED_PRESETS, GSM8K_DATASET
 
 # Set in the environment of a process we relaunched, so it does not relaunch again.
 _LAUNCHED_ENV = "TRL_GRPO_EXT_LAUNCHED"
@@ -46,8 +46,8 @@ class ExtScriptArguments:
 
     Args:
         dataset_preset (`str`, *optional*):
-            Maps the dataset to `prompt` + `answer` columns: `"gsm8k"`, `"prompt_answer"` or `"arithmetic"` (generated
-            offline). See `trl_grpo_ext.data`. Unset: the dataset is used as loaded, like `trl grpo`.
+            Maps the dataset to `prompt` + `answer` columns: `"gsm8k"`, `"prompt_answer"`, `"arithmetic"` or
+            `"chat_addition"` (both generated offline). See `trl_grpo_ext.data`. Unset: the dataset is used as loaded, like `trl grpo`.
         system_prompt (`str`, *optional*):
             System message put before every prompt of a preset.
         conversational (`bool`, *optional*, defaults to `True`):
@@ -57,14 +57,14 @@ class ExtScriptArguments:
         answer_column (`str`, *optional*, defaults to `"answer"`):
             Reference answer column of the `prompt_answer` preset.
         dataset_num_examples (`int`, *optional*):
-            Rows of the generated `arithmetic` task (default 256), or the first rows kept of each loaded split.
+            Rows of a generated task (default 256), or the first rows kept of each loaded split.
     """
 
     dataset_preset: str | None = field(
         default=None,
         metadata={
-            "help": "Dataset preset that maps the data to `prompt` + `answer` columns: 'gsm8k', 'prompt_answer' or "
-            "'arithmetic' (generated offline, no dataset_name needed). Unset: the dataset is used as loaded.",
+            "help": "Dataset preset that maps the data to `prompt` + `answer` columns: 'gsm8k', 'prompt_answer', "
+            "'arithmetic' or 'chat_addition' (both generated offline, no dataset_name needed). Unset: the dataset is used as loaded.",
             "choices": list(DATASET_PRESETS),
         },
     )
@@ -88,7 +88,7 @@ class ExtScriptArguments:
     dataset_num_examples: int | None = field(
         default=None,
         metadata={
-            "help": "Rows of the generated 'arithmetic' task (default 256), or the first N rows kept of each loaded "
+            "help": "Rows of a generated task, 'arithmetic' or 'chat_addition' (default 256), or the first N rows kept of each loaded "
             "split (a quick smoke run on a Hub dataset)."
         },
     )
@@ -261,7 +261,7 @@ def _reward_funcs(script_args, training_args, objectives):
 
 def _resolve_data_source(script_args, dataset_args, ext_args) -> None:
     """Refuse a recipe without data; the `gsm8k` preset alone means openai/gsm8k, config main."""
-    if ext_args.dataset_preset == "arithmetic":
+    if ext_args.dataset_preset in GENERATED_PRESETS:
         return
     if not (dataset_args.datasets or script_args.dataset_name):
         if ext_args.dataset_preset == "gsm8k":
@@ -278,11 +278,11 @@ def _load_datasets(script_args, training_args, dataset_args, ext_args):
     from trl import get_dataset
 
     want_eval = training_args.eval_strategy != "no"
-    if ext_args.dataset_preset == "arithmetic":
-        from .data import arithmetic_splits
+    if ext_args.dataset_preset in GENERATED_PRESETS:
+        from .data import generated_splits
 
         num_examples = ext_args.dataset_num_examples or 256
-        dataset = arithmetic_splits(num_examples, training_args.seed, with_test=want_eval)
+        dataset = generated_splits(ext_args.dataset_preset, num_examples, training_args.seed, with_test=want_eval)
         train_split, test_split = "train", "test"
     else:
         if dataset_args.datasets:
@@ -412,15 +412,15 @@ def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str
     from trl import get_peft_config, get_quantization_config
 
     from .advantages import get_advantage_estimator
+    from .kit import is_kit_name
     from .rewards import get_objective
-    from .tiny import TINY_PREFIX
 
     script_args, training_args, model_args, dataset_args, ext_args = parsed
     model = model_args.model_name_or_path
-    where = "offline tiny kit, built locally on first use" if model.startswith(TINY_PREFIX) else "Hub id or local path"
+    where = "offline model kit, built locally on first use" if is_kit_name(model) else "Hub id or local path"
     peft, quant = get_peft_config(model_args), get_quantization_config(model_args)
-    if ext_args.dataset_preset == "arithmetic":
-        data = f"arithmetic task generated offline ({ext_args.dataset_num_examples or 256} rows, seed {training_args.seed})"
+    if ext_args.dataset_preset in GENERATED_PRESETS:
+        data = f"{ext_args.dataset_preset} task generated offline ({ext_args.dataset_num_examples or 256} rows, seed {training_args.seed})"
     elif dataset_args.datasets:
         data = "mixture of " + ", ".join(f"{d.path}[{d.split}]" for d in dataset_args.datasets)
     else:
@@ -644,7 +644,7 @@ def _build_trainer(script_args, training_args, model_args, dataset_args, ext_arg
     import transformers
     from trl import get_peft_config, get_quantization_config
 
-    from .tiny import resolve_model_path
+    from .kit import resolve_model_path
     from .trainer import GRPOExtTrainer
 
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -676,7 +676,7 @@ def _build_trainer(script_args, training_args, model_args, dataset_args, ext_arg
 # ----------------------------------------------------------------------------------------------------- other commands
 def tiny(argv: list[str]) -> int:
     """`trl-grpo-ext tiny`: write the offline tiny model (and its tokenizer and reward model) to a directory."""
-    from .tiny import MODEL_SIZES, save_tiny
+    from .kit.tiny import MODEL_SIZES, save_tiny
 
     parser = argparse.ArgumentParser(
         prog="trl-grpo-ext tiny",

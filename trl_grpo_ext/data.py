@@ -6,7 +6,8 @@ A recipe names a preset with `dataset_preset`, so it needs no user code:
 |-----------------|------------------------------------------|--------------------------------|---------------------------------|
 | `gsm8k`         | `openai/gsm8k`, config `main`            | `question`                     | the number after `####`         |
 | `prompt_answer` | any dataset (`dataset_name` or mixture)  | `prompt_column`                | `answer_column`                 |
-| `arithmetic`    | `trl_grpo_ext.tasks`, generated offline  | `prompt`                       | `answer`                        |
+| `arithmetic`    | `trl_grpo_ext.kit.tasks`, generated offline | `prompt`                    | `answer`                        |
+| `chat_addition` | `trl_grpo_ext.kit.tasks`, generated offline | `prompt` (one user message) | `answer`                        |
 
 With `conversational=True` (the default) a text prompt becomes `[{"role": "system", ...}, {"role": "user", ...}]`, so
 TRL applies the model's chat template; with `conversational=False` it stays text, prefixed by the system prompt if one
@@ -27,7 +28,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, IterableDataset
 
-DATASET_PRESETS = ("gsm8k", "prompt_answer", "arithmetic")
+DATASET_PRESETS = ("gsm8k", "prompt_answer", "arithmetic", "chat_addition")
+GENERATED_PRESETS = ("arithmetic", "chat_addition")  # made offline by `generated_splits`, no dataset to load
 GSM8K_DATASET = ("openai/gsm8k", "main")
 
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
@@ -130,7 +132,7 @@ def apply_preset(
 
         return dataset.map(to_row, remove_columns=["question"])
 
-    if preset == "arithmetic":
+    if preset in GENERATED_PRESETS:
         prompt_column, answer_column = "prompt", "answer"
     _require_columns(dataset, preset, [prompt_column, answer_column])
 
@@ -144,13 +146,15 @@ def apply_preset(
     return dataset.map(to_prompt_answer, remove_columns=sorted(renamed) or None)
 
 
-def arithmetic_splits(num_examples: int, seed: int, with_test: bool) -> DatasetDict:
-    """The offline `arithmetic` task of `trl_grpo_ext.tasks`: a `train` split (and a `test` split if asked)."""
-    from .tasks import arithmetic_dataset
+def generated_splits(preset: str, num_examples: int, seed: int, with_test: bool) -> DatasetDict:
+    """An offline task of `trl_grpo_ext.kit.tasks` (`arithmetic` or `chat_addition`): a `train` split of
+    `num_examples` rows (and a `test` split of a quarter of that if asked)."""
+    from .kit.tasks import arithmetic_dataset, chat_addition_dataset
 
-    splits = {"train": arithmetic_dataset(num_examples=num_examples, seed=seed, split="train")}
+    make = {"arithmetic": arithmetic_dataset, "chat_addition": chat_addition_dataset}[preset]
+    splits = {"train": make(num_examples=num_examples, seed=seed, split="train")}
     if with_test:
-        splits["test"] = arithmetic_dataset(num_examples=max(num_examples // 4, 1), seed=seed, split="test")
+        splits["test"] = make(num_examples=max(num_examples // 4, 1), seed=seed, split="test")
     return DatasetDict(splits)
 
 

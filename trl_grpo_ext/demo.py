@@ -3,7 +3,7 @@
     trl-grpo-ext demo [--output-dir DIR] [--compare] [--closed-loop] [--quick] [--seed N]
 
 1. Builds the tiny kit's character-level Qwen2 (`tiny.build_tiny_model(size="small")`, ~0.8 M parameters) and the
-   `trl_grpo_ext.tasks` digit-reversal task ("rev 58213=" -> "31285", 3 to 7 digits): the train, validation and
+   `trl_grpo_ext.kit.tasks` digit-reversal task ("rev 58213=" -> "31285", 3 to 7 digits): the train, validation and
    held-out test problems are disjoint (split by a hash of the problem).
 2. Warm start: supervised fine-tuning with `trl.SFTTrainer` on the train problems, stopped as soon as greedy accuracy
    on the *validation* problems reaches 25 % (checked every 10 steps): the model knows the format and reverses short
@@ -92,7 +92,7 @@ def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: 
     """
     import torch
 
-    from .tasks import is_correct
+    from .kit.tasks import is_correct
 
     was_training = model.training
     model.eval()
@@ -362,8 +362,8 @@ def run_demo(
     """Run the demo; returns the summary dict it also writes to `output_dir/summary.json`."""
     from transformers import set_seed
 
-    from .tasks import reversal_dataset
-    from .tiny import build_tiny_model, build_tiny_tokenizer
+    from .kit.tasks import reversal_dataset
+    from .kit.tiny import build_tiny_model, build_tiny_tokenizer
 
     settings = QUICK if quick else FULL
     output_dir = Path(output_dir)
@@ -492,9 +492,9 @@ def run_demo(
     return summary
 
 
-def _print_table(summary: dict) -> None:
+def _print_table(summary: dict, first_row: str = "SFT warm start") -> None:
     before = summary["heldout_accuracy_before"]
-    rows = [("SFT warm start", summary["sft_steps"], summary["sft_seconds"], before, "")]
+    rows = [(first_row, summary["sft_steps"], summary["sft_seconds"], before, "")]
     for name, run in summary["runs"].items():
         gain = 100 * (run["heldout_accuracy_after"] - before)
         rows.append((f"+ GRPO: {name}", run["steps"], run["train_seconds"], run["heldout_accuracy_after"], gain))
@@ -521,6 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         "objectives on a tiny digit-reversal task; held-out accuracy before and after.",
     )
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"default: {DEFAULT_OUTPUT_DIR}")
+    parser.add_argument(
+        "--model",
+        default="tiny:small",
+        choices=["tiny:small", "smollm2:135m-instruct"],
+        help="tiny:small (default): the fast tiny-kit demo; smollm2:135m-instruct: LoRA GRPO on the real pretrained "
+        "model of the kit (two-digit addition in chat form, ~10 minutes on 2 cores; see docs/demo.md)",
+    )
     parser.add_argument("--compare", action="store_true", help="also train plain trl.GRPOTrainer and compare")
     parser.add_argument(
         "--closed-loop",
@@ -536,17 +543,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: a short GRPO phase (under a minute in all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and sampling")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default 1; 2 is faster on an idle 2-core CPU)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default 1 for the tiny demo, 2 for the real model; 2 is faster on an idle "
+        "2-core CPU)",
     )
     args = parser.parse_args(argv)
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         parser.error(f"`--threads` should be >= 1, got {args.threads}.")
+    if args.model != "tiny:small":
+        if args.closed_loop or args.closed_loop_target is not None:
+            parser.error("`--closed-loop` runs with the tiny demo only (`--model tiny:small`).")
+        from .real_demo import run_real_demo
+
+        output_dir = args.output_dir if args.output_dir != DEFAULT_OUTPUT_DIR else f"{DEFAULT_OUTPUT_DIR}-smollm2"
+        run_real_demo(output_dir, compare=args.compare, quick=args.quick, seed=args.seed, threads=args.threads or 2)
+        return 0
     run_demo(
         args.output_dir,
         compare=args.compare,
         quick=args.quick,
         seed=args.seed,
-        threads=args.threads,
+        threads=args.threads or 1,
         closed_loop=args.closed_loop,
         control_target=args.closed_loop_target,
     )

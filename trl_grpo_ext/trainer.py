@@ -29,6 +29,7 @@ from trl.trainer.utils import get_callable_name
 
 from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
+from .kit import is_kit_name, resolve_model_path
 from .rewards import (
     WeightedReward,
     check_required_columns,
@@ -85,6 +86,8 @@ class GRPOExtTrainer(GRPOTrainer):
         rollout_func=None,
         environment_factory=None,
     ):  # trl.GRPOTrainer's signature, so that every positional call works alike
+        if is_kit_name(model):  # "tiny:small", "smollm2:135m-instruct": the offline kit's local checkpoint
+            model = resolve_model_path(model)
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = GRPOExtConfig(f"{str(name).split('/')[-1]}-GRPO")

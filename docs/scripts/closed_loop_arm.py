@@ -14,8 +14,8 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, set_seed
 
 from trl_grpo_ext import demo
-from trl_grpo_ext.tasks import reversal_dataset
-from trl_grpo_ext.tiny import build_tiny_tokenizer
+from trl_grpo_ext.kit.tasks import reversal_dataset
+from trl_grpo_ext.kit.tiny import build_tiny_tokenizer
 
 sft_dir, out_dir, target, seed = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 settings = demo.FULL

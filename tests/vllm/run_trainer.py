@@ -30,8 +30,8 @@ def main(spec_path: str, out_path: str) -> None:
     from datasets import Dataset
 
     from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
+    from trl_grpo_ext.kit import resolve_model_path
     from trl_grpo_ext.sampling.vllm_cpu import plain_cpu_linear_weights
-    from trl_grpo_ext.tiny import resolve_model_path
 
     spec = json.load(open(spec_path))
     seen = {"prompts": [], "completions": []}

@@ -12,9 +12,9 @@ Run in the vLLM venv: `bash .ci/vllm-tests`, or `.venv-vllm/bin/python -m pytest
 import pytest
 
 from tests.vllm.server import api_server_command, free_port, running_server
+from trl_grpo_ext.kit.tiny import build_tiny_tokenizer, save_tiny
 from trl_grpo_ext.rewards import LocalJudge, OpenAIJudge, PrinciplesObjective
 from trl_grpo_ext.rewards.judges import DEFAULT_TEMPLATE
-from trl_grpo_ext.tiny import build_tiny_tokenizer, save_tiny
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")

@@ -23,13 +23,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def train(
-    tmp_path: Path, name: str, trainer: str = "ext", nproc: int = 1, disable_weight_sync: bool = False, **config
+    tmp_path: Path,
+    name: str,
+    trainer: str = "ext",
+    nproc: int = 1,
+    disable_weight_sync: bool = False,
+    model: str = "tiny:small",
+    **config,
 ) -> dict | list[dict]:
-    """Run a tiny GRPO run through vLLM in fresh processes (one engine each); return its log_history and completions,
-    one dict per process when `nproc > 1` (torchrun). `disable_weight_sync`: the engine keeps its initial weights."""
+    """Run a GRPO run through vLLM in fresh processes (one engine each); return its log_history and completions,
+    one dict per process when `nproc > 1` (torchrun). `disable_weight_sync`: the engine keeps its initial weights;
+    `model`: a kit name."""
     run_dir = tmp_path / name
     run_dir.mkdir(parents=True)
-    spec = {"trainer": trainer, "config": config, "disable_weight_sync": disable_weight_sync}
+    spec = {"trainer": trainer, "config": config, "disable_weight_sync": disable_weight_sync, "model": model}
     if config.get("vllm_mode") == "server":
         spec["server_without_weight_sync"] = True
     (run_dir / "spec.json").write_text(json.dumps(spec))
@@ -114,7 +121,7 @@ def vllm_server(tmp_path_factory):
     """`trl vllm-serve`'s command line (TRL 1.16 runs `vllm serve`) serving the tiny kit model on 127.0.0.1."""
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
-    from trl_grpo_ext.tiny import resolve_model_path
+    from trl_grpo_ext.kit import resolve_model_path
 
     port = free_port()
     command = build_command(
@@ -130,8 +137,8 @@ def vllm_server(tmp_path_factory):
 def test_server_one_request_per_rung_put_back_in_trl_order(vllm_server):
     from trl.generation.vllm_client import VLLMClient
 
+    from trl_grpo_ext.kit.tiny import build_tiny_tokenizer
     from trl_grpo_ext.sampling.vllm_backend import LadderVLLMClient
-    from trl_grpo_ext.tiny import build_tiny_tokenizer
 
     client = VLLMClient(base_url=vllm_server, connection_timeout=60)
     tok = build_tiny_tokenizer()
@@ -167,7 +174,7 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
 def _server_client_and_prompts(url: str, num_prompts: int = 6):
     from trl.generation.vllm_client import VLLMClient
 
-    from trl_grpo_ext.tiny import build_tiny_tokenizer
+    from trl_grpo_ext.kit.tiny import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     prompts = [tok(f"{i}+{i}=").input_ids for i in range(num_prompts)]
@@ -236,7 +243,7 @@ def test_closed_loop_ladder_heats_through_vllm_within_its_limit(tmp_path):
 def test_two_processes_sample_each_slot_at_its_global_temperature(tmp_path):
     """Each process has its own colocated engine and one group of K = 4 straddles them every step: rank 0 holds
     slots 0-1 (at 0.01), rank 1 slots 2-3 (at 1.9), because slots follow global positions."""
-    from trl_grpo_ext.tiny import resolve_model_path
+    from trl_grpo_ext.kit import resolve_model_path
 
     resolve_model_path("tiny:small")  # materialised once, here, not by two racing processes
     ranks = train(

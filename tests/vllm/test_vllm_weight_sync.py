@@ -40,6 +40,7 @@ def test_ladder_engine_follows_the_trained_weights(synced, tmp_path):
 
     unsynced = train(tmp_path, "unsynced", disable_weight_sync=True, **MOVING)
     unsynced_ratios = ratios(unsynced)
+    print(f"importance-sampling ratio means, synced {synced_ratios}, unsynced {unsynced_ratios}")  # docs/ladder.md
     assert unsynced_ratios[0] == pytest.approx(synced_ratios[0], abs=1e-6)  # step 1: both engines hold the start
     assert max(abs(r - 1) for r in unsynced_ratios[1:]) > 5e-2, unsynced_ratios
     assert synced["completions"] != unsynced["completions"]  # the synced engine samples the new policy

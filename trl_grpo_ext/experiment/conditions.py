@@ -33,7 +33,7 @@ def exact_reward(completion: str, answer: str) -> float:
     >>> exact_reward(" 321", "321"), exact_reward("312", "321")
     (1.0, 0.0)
     """
-    from ..tasks import is_correct
+    from ..kit.tasks import is_correct
 
     return 1.0 if is_correct(completion, answer) else 0.0
 

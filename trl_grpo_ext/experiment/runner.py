@@ -89,7 +89,7 @@ def greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens: int) 
     """
     import torch
 
-    from ..tasks import is_correct
+    from ..kit.tasks import is_correct
 
     was_training = model.training
     model.eval()
@@ -145,7 +145,7 @@ def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
 
 # ---------------------------------------------------------------------------------------------------- jobs
 def _datasets(settings: ExperimentSettings, seed: int):
-    from ..tasks import reversal_dataset
+    from ..kit.tasks import reversal_dataset
 
     demo = settings.demo
     lengths = {"min_length": demo.min_length, "max_length": demo.max_length}
@@ -235,7 +235,7 @@ def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads:
     from transformers import set_seed
 
     from ..demo import _demo_environment, greedy_accuracy, warm_start
-    from ..tiny import build_tiny_model, build_tiny_tokenizer
+    from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 
     with _demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
@@ -272,7 +272,7 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
 
     from ..config import GRPOExtConfig
     from ..demo import _common_args, _demo_environment, greedy_accuracy
-    from ..tiny import build_tiny_model, build_tiny_tokenizer
+    from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
     from ..trainer import GRPOExtTrainer
     from .conditions import ConditionReward
 

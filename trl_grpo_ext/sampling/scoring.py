@@ -23,7 +23,7 @@ def check_exact_temperature_scoring(model: torch.nn.Module) -> None:
         `ValueError`: naming the architecture and the reason.
 
     Example:
-    >>> from trl_grpo_ext.tiny import build_tiny_model
+    >>> from trl_grpo_ext.kit.tiny import build_tiny_model
     >>> check_exact_temperature_scoring(build_tiny_model())  # Qwen2: bias-free linear head, no soft-cap
     """
     config = model.config.get_text_config()

@@ -117,7 +117,7 @@ class LocalJudge(Judge):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ...tiny import resolve_model_path
+        from ...kit import resolve_model_path
 
         path = resolve_model_path(self.model)
         tokenizer = AutoTokenizer.from_pretrained(path)

