@@ -132,3 +132,117 @@ def test_judge_bench_quick_row():
     assert row["s_per_1k_completions"] == pytest.approx(row["seconds"] * 1000 / 64, rel=0.01)
     assert row["judge_texts_per_s"] == pytest.approx(64 * 3 / row["seconds"], rel=0.01)
     assert row["prompt_tokens"] > 100  # the default template around the prompt and completion, character tokens
+
+
+# ------------------------------------------------------------------------------------------------- --model NAME
+def test_model_flag_accepts_kit_names_and_refuses_unknown_ones(capsys):
+    parser = bench._build_parser()
+    assert parser.parse_args(["--model", "smollm2:135m-instruct"]).model == "smollm2:135m-instruct"
+    assert parser.parse_args([]).model is None  # default: the tiny models, as before
+
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--model", "smollm2:1.7b"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --model: Unknown SmolLM2 model `smollm2:1.7b`" in err and "'135m-instruct'" in err
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "no/such-model"])
+    assert "'no/such-model' is neither a kit name" in capsys.readouterr().err
+
+
+def test_model_flag_is_refused_with_only_benchmarks_that_take_no_model(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--model", "smollm2:135m-instruct", "--only", "estimators,judge"])
+    assert exit_.value.code == 2
+    assert "`--model` applies to the benchmarks overhead, ladder, vllm" in capsys.readouterr().err
+
+
+def test_run_benchmarks_passes_the_model_to_overhead_and_ladder_only(monkeypatch):
+    calls = {}
+
+    def recorder(name):
+        def bench_function(**kwargs):
+            calls[name] = kwargs
+            return [{"bench": name}]
+
+        return bench_function
+
+    def load(name):
+        return recorder(name), None
+
+    monkeypatch.setattr(bench, "_load", load)
+    results, errors, _ = bench.run_benchmarks(
+        ["overhead", "ladder", "estimators"], quick=True, pairs=2, echo=None, model="smollm2:135m-instruct"
+    )
+
+    assert errors == {} and set(results) == {"overhead", "ladder", "estimators"}
+    assert calls["overhead"] == {"quick": True, "pairs": 2, "threads": 1, "model": "smollm2:135m-instruct"}
+    assert calls["ladder"] == {"quick": True, "model": "smollm2:135m-instruct"}
+    assert calls["estimators"] == {"quick": True}
+
+    calls.clear()
+    bench.run_benchmarks(["overhead", "ladder"], quick=True, echo=None)  # no --model: today's calls exactly
+    assert "model" not in calls["overhead"] and calls["ladder"] == {"quick": True}
+
+
+def test_main_records_the_model_in_the_environment(tmp_path, monkeypatch):
+    seen = {}
+
+    def bench_ladder(quick, model=None):
+        seen["model"] = model
+        return [{"bench": "ladder", "model": "m"}]
+
+    monkeypatch.setattr(bench, "_load", lambda name: (bench_ladder, None))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "ladder", "--model", "smollm2:135m-instruct", "--out", str(out)]) == 0
+    assert seen["model"] == "smollm2:135m-instruct"
+    assert json.loads(out.read_text())["environment"]["model"] == "smollm2:135m-instruct"
+
+
+def test_overhead_run_on_a_checkpoint_uses_its_tokenizer_and_chat_prompts(tmp_path):
+    # A tiny-kit checkpoint stands in for the real model: the same code path (path, own tokenizer, chat data, LoRA).
+    from trl_grpo_ext.kit import resolve_model_path
+
+    spec = {
+        "trainer": "ext",
+        "model": {"path": resolve_model_path("tiny:tiny")},
+        "tokenizer": "model",
+        "data": "chat_addition",
+        "steps": 1,
+        "batch_size": 4,
+        "num_generations": 4,
+        "completion_tokens": 4,
+        "num_prompts": 8,
+        "seed": 0,
+        "threads": None,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "peft": "lora",
+        "output_dir": str(tmp_path),
+    }
+    result = train_once(spec)
+
+    assert result["generated_tokens"] == 4 * 4
+    assert 0 < result["trainable_params"] < result["params"]  # LoRA
+    assert result["reward_funcs"] == ["accuracy", "readability", "novelty"]
+
+
+def test_ladder_bench_on_a_checkpoint_renders_chat_prompts():
+    from trl_grpo_ext.bench.ladder import bench_ladder
+
+    (row,) = bench_ladder(quick=True, model="tiny:tiny")
+    assert (row["model"], row["prompts"], row["K"], row["new_tokens"], row["repeats"]) == ("tiny-tiny", 4, 8, 8, 2)
+    assert row["model_path"].endswith("tiny-tiny-seed0") and row["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_ladder_bench_quick_on_smollm2():
+    # Converts the GGUF into the session's kit cache first; ~100 s in all on 2 busy cores.
+    pytest.importorskip("gguf")
+    from trl_grpo_ext.bench.ladder import bench_ladder
+
+    (row,) = bench_ladder(quick=True, model="smollm2:135m-instruct")
+    assert row["model"] == "smollm2-135m-instruct"
+    assert row["params"] == pytest.approx(134.5e6, rel=0.01)
+    assert row["ladder_s"] > 0 and row["constant_s"] > 0 and row["k_calls_s"] > 0

@@ -1,6 +1,7 @@
 """Benchmarks of trl-grpo-ext: each `bench_*` function returns rows of timings (dicts) and prints nothing.
 
     trl-grpo-ext bench [--quick] [--gpu] [--only overhead,ladder,estimators,judge] [--out FILE.json]
+                       [--model smollm2:135m-instruct]   (overhead, ladder, vllm on that checkpoint)
     python -m trl_grpo_ext.bench ...   (the same)
 
 | name         | module           | what it measures                                                              |
@@ -11,6 +12,9 @@
 | `judge`      | `judge.py`       | the `principles` objective with a local judge: seconds per 1,000 completions  |
 | `gpu`        | `gpu.py`         | Qwen2.5-shaped models, LoRA vs QLoRA, ext vs trl (`--gpu`; `cpu-toy` w/o CUDA) |
 | `vllm`       | `vllm_ladder.py` | ladder vs constant temperature through vLLM; vLLM vs transformers `generate`  |
+
+`--model NAME` (a kit name or a local checkpoint directory) makes `overhead`, `ladder` and `vllm` measure that model
+instead of the tiny ones; the other benchmarks do not take a model, and `--model` with only those is a usage error.
 
 `main` prints one plain-text table per benchmark and writes the rows, with an environment header (machine, versions,
 date, command line), to a JSON file. Benchmarks are not tests: they report PASS/FAIL against their targets and exit
@@ -46,13 +50,17 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "vllm": ("vllm_ladder", "bench_vllm"),  # needs vLLM: `--only vllm` in the vLLM venv
 }
 DEFAULT_BENCHMARKS = ("overhead", "ladder", "estimators", "judge")
+MODEL_BENCHMARKS = ("overhead", "ladder", "vllm")  # the ones that take `--model`
 DEFAULT_OUT = "bench-results.json"
 # Columns printed per benchmark when its module does not name them (TABLE_COLUMNS): every scalar but these.
 _HIDDEN_COLUMNS = {"bench", "runs"}
 
 
-def environment(command: str | None = None) -> dict[str, Any]:
-    """Where and when the figures were taken: machine, library versions, date, command line and git commit."""
+def environment(command: str | None = None, model: str | None = None) -> dict[str, Any]:
+    """Where and when the figures were taken: machine, library versions, date, command line, git commit, `model`.
+
+    `model` is the `--model` argument (None: the benchmarks' tiny models).
+    """
     import torch
 
     versions = {}
@@ -76,6 +84,7 @@ def environment(command: str | None = None) -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "versions": versions,
         "git_commit": _git_commit(),
+        "model": model,
     }
     return env
 
@@ -161,12 +170,14 @@ def run_benchmarks(
     gpu_models: list[str] | None = None,
     threads: int | None = 1,
     echo: Callable[[str], None] | None = print,
+    model: str | None = None,
 ) -> tuple[dict[str, list[dict]], dict[str, str], dict[str, float]]:
     """Run the benchmarks `names` in order; returns (rows by name, error message by name, seconds by name).
 
-    `pairs` and `threads` go to the overhead benchmark (its child processes), `gpu_models` to the GPU one. A
-    benchmark whose module is missing or which raises is recorded in the errors and the others still run. `echo`
-    (None: silent) gets each table as it is ready.
+    `pairs` and `threads` go to the overhead benchmark (its child processes), `gpu_models` to the GPU one, `model`
+    (a kit name or checkpoint directory; None: the tiny models) to those of `MODEL_BENCHMARKS`. A benchmark whose
+    module is missing or which raises is recorded in the errors and the others still run. `echo` (None: silent) gets
+    each table as it is ready.
     """
     results: dict[str, list[dict]] = {}
     errors: dict[str, str] = {}
@@ -180,6 +191,8 @@ def run_benchmarks(
                 kwargs.update(pairs=pairs, threads=threads)
             if name == "gpu":
                 kwargs["models"] = gpu_models
+            if model is not None and name in MODEL_BENCHMARKS:
+                kwargs["model"] = model
             rows = function(**kwargs)
         except ModuleNotFoundError as err:
             if err.name == f"{__name__}.{BENCHMARKS[name][0]}":
@@ -223,6 +236,33 @@ def _parse_gpu_models(value: str) -> list[str]:
     return models
 
 
+def _parse_model(value: str) -> str:
+    """A kit name whose model the kit has (checked without building it) or an existing checkpoint directory."""
+    from ..kit import KIT_MODELS, is_kit_name
+    from ..kit.tiny import MODEL_SIZES
+
+    if is_kit_name(value):
+        prefix = next(p for p in KIT_MODELS if value.startswith(p))
+        spec = value[len(prefix) :]
+        if prefix == "tiny:":
+            size, _, seed = (spec or "tiny").partition("@")
+            if size not in MODEL_SIZES or not (seed == "" or seed.isdigit()):
+                raise argparse.ArgumentTypeError(
+                    f"unknown tiny-kit model {value!r}; use tiny:<size>[@<seed>] with a size from {list(MODEL_SIZES)}"
+                )
+        try:
+            KIT_MODELS[prefix](spec)  # names the cache directory; raises on an unknown variant; builds nothing
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+        return value
+    if not os.path.isdir(value):
+        kit = ", ".join(f"{p}..." for p in KIT_MODELS)
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a kit name ({kit}, e.g. smollm2:135m-instruct) nor a local checkpoint directory"
+        )
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trl-grpo-ext bench",
@@ -262,24 +302,43 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SHAPES",
         help="Qwen2.5 shapes of the GPU benchmark, from 0.5b,1.5b,7b (default: all; 0.5b with --quick).",
     )
+    parser.add_argument(
+        "--model",
+        type=_parse_model,
+        default=None,
+        metavar="NAME",
+        help=f"Measure this model instead of the tiny ones in {','.join(MODEL_BENCHMARKS)}: a kit name "
+        "(smollm2:135m-instruct: the pretrained SmolLM2-135M-Instruct, with LoRA and chat prompts) or a local "
+        "checkpoint directory. The other benchmarks do not take a model (default: the tiny models).",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`trl-grpo-ext bench`: run the benchmarks, print their tables, write the JSON; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
     names = list(args.only or DEFAULT_BENCHMARKS)
     if args.gpu and "gpu" not in names:
         names.append("gpu")
+    if args.model is not None and not any(name in MODEL_BENCHMARKS for name in names):
+        parser.error(
+            f"`--model` applies to the benchmarks {', '.join(MODEL_BENCHMARKS)}, and none of them is selected "
+            f"({', '.join(names)}); add one to `--only` or drop `--model`."
+        )
     import torch
 
     previous_threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        env = environment(shlex.join(["trl-grpo-ext", "bench", *argv]))
-        print(f"trl-grpo-ext bench: {', '.join(names)}{' (quick)' if args.quick else ''}")
+        env = environment(shlex.join(["trl-grpo-ext", "bench", *argv]), model=args.model)
+        on_model = f" (--model {args.model}: {', '.join(n for n in names if n in MODEL_BENCHMARKS)})"
+        print(
+            f"trl-grpo-ext bench: {', '.join(names)}{' (quick)' if args.quick else ''}"
+            + (on_model if args.model else "")
+        )
         print(
             f"{env['date']}  {env['platform']}  {env['cpus_usable']} CPUs  torch threads {env['torch_threads']}  "
             f"CUDA: {env['cuda'] or 'none'}"
@@ -287,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(f"{k} {v}" for k, v in env["versions"].items()) + "\n")
         start = time.perf_counter()
         threads = args.threads if args.threads > 0 else None
-        results, errors, seconds = run_benchmarks(names, args.quick, args.pairs, args.gpu_models, threads)
+        results, errors, seconds = run_benchmarks(
+            names, args.quick, args.pairs, args.gpu_models, threads, model=args.model
+        )
     finally:
         torch.set_num_threads(previous_threads)
     env["seconds"] = {"total": time.perf_counter() - start, **seconds}

@@ -82,7 +82,7 @@ def bench_gpu(quick: bool = False, models: list[str] | None = None, pairs: int =
 def _qwen2_config(name: str):
     from transformers import Qwen2Config
 
-    from ..tiny import build_tiny_tokenizer
+    from ..kit.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     hidden, intermediate, layers, heads, kv_heads, vocab, tied = QWEN25_SHAPES.get(name, CPU_TOY_SHAPE)

@@ -40,6 +40,11 @@ _RUNS = {
     "small": {"size": "small", "vocab_size": None, "steps": 16, "batch_size": 16, "num_generations": 8, "tokens": 32},
     "50m": {"size": "50m", "vocab_size": 32_000, "steps": 3, "batch_size": 16, "num_generations": 8, "tokens": 16},
 }
+# A `--model` checkpoint (SmolLM2-135M: ~170x the small model's parameters) with LoRA, on chat prompts.
+_MODEL_RUN = {"steps": 3, "batch_size": 16, "num_generations": 8, "tokens": 16, "pairs": 3}
+_MODEL_RUN_QUICK = {"steps": 2, "batch_size": 16, "num_generations": 8, "tokens": 8, "pairs": 1}
+DATASETS = ("arithmetic", "chat_addition")
+TOKENIZERS = ("tiny", "model")
 _CHILD_TIMEOUT_S = 1800
 TABLE_COLUMNS = [
     "model",
@@ -63,7 +68,9 @@ TABLE_COLUMNS = [
 ]
 
 
-def bench_overhead(quick: bool = False, pairs: int | None = None, threads: int | None = 1) -> list[dict]:
+def bench_overhead(
+    quick: bool = False, pairs: int | None = None, threads: int | None = 1, model: str | None = None
+) -> list[dict]:
     """Median ext / trl ratios of training wall time and peak RSS, one row per model.
 
     `quick`: the tiny kit's "small" model only, 3 short steps, 2 pairs; otherwise the "small" model (16 steps) and a
@@ -71,13 +78,20 @@ def bench_overhead(quick: bool = False, pairs: int | None = None, threads: int |
     the number of pairs; `threads` is each child's `torch.set_num_threads` (None: torch's default). One thread is the
     default because intra-op threads spinning against other jobs on a shared CPU make small matmuls erratic.
 
+    `model` (a kit name such as `"smollm2:135m-instruct"`, or a checkpoint directory) replaces the tiny models with
+    one row for that checkpoint: LoRA r 16 on all linear layers, its own tokenizer, chat prompts
+    (`chat_addition_dataset`), 3 steps of batch 16 (K 8) with 16-token completions, 3 pairs (`quick`: 2 steps of
+    8 tokens, 1 pair).
+
     Returns rows `{"bench": "overhead", "model", "pairs", "time_ratio", "time_ratios", "rss_ratio", "rss_ratios",
     "time_pass", "memory_pass", ...}`, with each child's raw measurements under `"runs"`.
     """
+    if pairs is not None and pairs < 1:
+        raise ValueError(f"`pairs` should be >= 1, got {pairs}.")
+    if model is not None:
+        return [_bench_checkpoint(model, quick, pairs, threads)]
     names = ["quick"] if quick else ["small", "50m"]
     pairs = pairs if pairs is not None else (2 if quick else 5)
-    if pairs < 1:
-        raise ValueError(f"`pairs` should be >= 1, got {pairs}.")
     return [_bench_model(name, pairs, threads) for name in names]
 
 
@@ -96,12 +110,7 @@ def _bench_model(name: str, pairs: int, threads: int | None) -> dict:
         "gradient_checkpointing": False,
         "peft": None,
     }
-    runs: list[dict] = []
-    for pair in range(pairs):
-        order = TRAINERS if pair % 2 == 0 else TRAINERS[::-1]
-        results = {trainer: run_child({**spec, "trainer": trainer}) for trainer in order}
-        for trainer in TRAINERS:
-            runs.append({"pair": pair, "trainer": trainer, **results[trainer]})
+    runs = _run_pairs(spec, pairs)
     return summarize_pairs(
         {
             "bench": "overhead",
@@ -115,6 +124,70 @@ def _bench_model(name: str, pairs: int, threads: int | None) -> dict:
         },
         runs,
     )
+
+
+def _bench_checkpoint(model: str, quick: bool, pairs: int | None, threads: int | None) -> dict:
+    from ..kit import resolve_model_path
+
+    run = _MODEL_RUN_QUICK if quick else _MODEL_RUN
+    path = resolve_model_path(model)  # a kit name is converted once, here, not in each child
+    spec = {
+        "model": {"path": path},
+        "tokenizer": "model",
+        "data": "chat_addition",
+        "steps": run["steps"],
+        "batch_size": run["batch_size"],
+        "num_generations": run["num_generations"],
+        "completion_tokens": run["tokens"],
+        "num_prompts": 64,
+        "seed": 0,
+        "threads": threads,
+        "bf16": False,  # CPU: fp32 weights, no autocast
+        "gradient_checkpointing": False,
+        "peft": "lora",
+    }
+    runs = _run_pairs(spec, pairs if pairs is not None else run["pairs"])
+    return summarize_pairs(
+        {
+            "bench": "overhead",
+            "model": f"{model_label(model)}-lora",
+            "model_path": path,
+            "params": runs[0]["params"],
+            "trainable_params": runs[0]["trainable_params"],
+            "steps": spec["steps"],
+            "batch": spec["batch_size"],
+            "K": spec["num_generations"],
+            "tokens": spec["completion_tokens"],
+            "threads": threads,
+        },
+        runs,
+    )
+
+
+def model_label(model: str) -> str:
+    """A row name for a `--model` argument: `"smollm2:135m-instruct"` -> `"smollm2-135m-instruct"`, a path's last part.
+
+    Example:
+    ```python
+    >>> model_label("smollm2:135m-instruct"), model_label("/ckpt/my-model/")
+    ('smollm2-135m-instruct', 'my-model')
+
+    ```
+    """
+    from ..kit import is_kit_name
+
+    return model.replace(":", "-") if is_kit_name(model) else os.path.basename(os.path.normpath(model))
+
+
+def _run_pairs(spec: dict, pairs: int) -> list[dict]:
+    """`pairs` ext/trl child runs of `spec` in ABBA order, each tagged with its pair and trainer."""
+    runs: list[dict] = []
+    for pair in range(pairs):
+        order = TRAINERS if pair % 2 == 0 else TRAINERS[::-1]
+        results = {trainer: run_child({**spec, "trainer": trainer}) for trainer in order}
+        for trainer in TRAINERS:
+            runs.append({"pair": pair, "trainer": trainer, **results[trainer]})
+    return runs
 
 
 def summarize_pairs(row: dict, runs: list[dict]) -> dict:
@@ -222,10 +295,19 @@ def train_once(spec: dict) -> dict[str, Any]:
     """Build one trainer from `spec` and train it; returns times, token counts and peak memory. Runs in the child.
 
     `spec`: `trainer` ("ext" or "trl"); `model`: `{"tiny": size, "vocab_size", "seed"}` (built in memory) or
-    `{"path": dir}` (loaded by the trainer, like a Hub model); `peft`: None, "lora" or "qlora"; `steps`,
-    `batch_size`, `num_generations`, `completion_tokens`, `num_prompts`, `seed`, `threads`, `bf16`,
-    `gradient_checkpointing`, `output_dir`.
+    `{"path": dir}` (loaded by the trainer, like a Hub model); `tokenizer`: "tiny" (default: the tiny kit's, for
+    checkpoints saved without one) or "model" (a `path` model's own, loaded by the trainer); `data`: "arithmetic"
+    (default: `arithmetic_dataset`) or "chat_addition" (`chat_addition_dataset`, conversational prompts for a chat
+    model); `peft`: None, "lora" or "qlora"; `steps`, `batch_size`, `num_generations`, `completion_tokens`,
+    `num_prompts`, `seed`, `threads`, `bf16`, `gradient_checkpointing`, `output_dir`.
     """
+    tokenizer_kind, data = spec.get("tokenizer", "tiny"), spec.get("data", "arithmetic")
+    if tokenizer_kind not in TOKENIZERS:
+        raise ValueError(f"`tokenizer` should be one of {list(TOKENIZERS)}, got {tokenizer_kind!r}.")
+    if tokenizer_kind == "model" and "path" not in spec["model"]:
+        raise ValueError(f"`tokenizer` 'model' needs a `path` model, got {spec['model']!r}.")
+    if data not in DATASETS:
+        raise ValueError(f"`data` should be one of {list(DATASETS)}, got {data!r}.")
     import torch
 
     if spec.get("threads"):
@@ -234,15 +316,16 @@ def train_once(spec: dict) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
     from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer, WeightedReward
+    from trl_grpo_ext.kit.tasks import arithmetic_dataset, chat_addition_dataset
+    from trl_grpo_ext.kit.tiny import build_tiny_model, build_tiny_tokenizer
     from trl_grpo_ext.rewards import accuracy, novelty, readability
-    from trl_grpo_ext.tasks import arithmetic_dataset
-    from trl_grpo_ext.tiny import build_tiny_model, build_tiny_tokenizer
 
     cuda = torch.cuda.is_available()
     import_rss_mb = _max_rss_mb()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    tokenizer = build_tiny_tokenizer()
-    dataset = arithmetic_dataset(spec["num_prompts"], seed=spec["seed"])
+    tokenizer = build_tiny_tokenizer() if tokenizer_kind == "tiny" else None  # None: the trainer loads the model's
+    make_dataset = chat_addition_dataset if data == "chat_addition" else arithmetic_dataset
+    dataset = make_dataset(spec["num_prompts"], seed=spec["seed"])
     tokens, k = spec["completion_tokens"], spec["num_generations"]
     kwargs: dict[str, Any] = dict(
         output_dir=spec["output_dir"],
@@ -262,7 +345,9 @@ def train_once(spec: dict) -> dict[str, Any]:
         bf16=spec["bf16"],
         gradient_checkpointing=spec["gradient_checkpointing"],
     )
-    trainer_kwargs: dict[str, Any] = {"processing_class": tokenizer, "train_dataset": dataset}
+    trainer_kwargs: dict[str, Any] = {"train_dataset": dataset}
+    if tokenizer is not None:
+        trainer_kwargs["processing_class"] = tokenizer
     model_spec = spec["model"]
     if "path" in model_spec:
         model = model_spec["path"]
