@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_callable_name
 
@@ -164,6 +165,10 @@ class GRPOExtTrainer(GRPOTrainer):
             self._install_scoring_hooks()
         if args.temperature_control != "none":
             self.add_callback(LadderController.from_config(args))
+        for objective in map(inspect.unwrap, self.reward_funcs):  # stateful objectives (OnlineRewardModel)
+            if isinstance(objective, TrainerCallback) and objective not in self.callback_handler.callbacks:
+                getattr(objective, "bind_trainer", lambda trainer: None)(self)
+                self.add_callback(objective)
 
     # ------------------------------------------------------------------ objectives
     def _expand_objectives(self, reward_funcs, args: GRPOExtConfig):

@@ -12,6 +12,7 @@ from .guard import (
     guard_objective,
 )
 from .judges import Judge, JudgeError, LocalJudge, OpenAIJudge
+from .labelers import GoldLabeler, JudgeLabeler, QueueLabeler
 from .objectives import (
     THINK_ANSWER_PATTERN,
     accuracy,
@@ -23,6 +24,7 @@ from .objectives import (
     novelty,
     readability,
 )
+from .online import OnlineRewardModel, bradley_terry_loss
 from .principles import Principle, PrinciplesObjective
 from .registry import get_objective, list_objectives, register_objective, weighted_reward_from_spec
 from .weighted import WeightedReward
@@ -30,16 +32,21 @@ from .weighted import WeightedReward
 __all__ = [
     "REWARD_ERROR_POLICIES",
     "THINK_ANSWER_PATTERN",
+    "GoldLabeler",
     "Judge",
     "JudgeError",
+    "JudgeLabeler",
     "LocalJudge",
     "ObjectiveError",
+    "OnlineRewardModel",
     "OpenAIJudge",
     "PartialRewardsError",
     "Principle",
+    "QueueLabeler",
     "PrinciplesObjective",
     "WeightedReward",
     "accuracy",
+    "bradley_terry_loss",
     "check_required_columns",
     "completion_text",
     "format_objective",
