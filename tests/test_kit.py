@@ -81,8 +81,9 @@ def test_two_processes_resolving_at_once_get_one_complete_directory(monkeypatch,
 
 
 # ------------------------------------------------------------------------------------------- the real model (slow)
-@pytest.fixture(scope="module")
+@pytest.fixture
 def smollm2_path():
+    """Converted once per session: the cache is the session's (conftest.py), set before this fixture runs."""
     return kit.resolve_model_path(SMOLLM2)
 
 

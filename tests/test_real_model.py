@@ -90,8 +90,11 @@ def test_qlora_grpo_on_the_real_model(tmp_path):
     args = _args(tmp_path, model_init_kwargs={"quantization_config": quantization, "device_map": {"": "cpu"}})
     data = chat_addition_dataset(16, seed=0, split="train")
     trainer = GRPOExtTrainer(SMOLLM2, reward_funcs=_reward(), args=args, train_dataset=data, peft_config=_lora())
-    linear4bit = [m for m in trainer.model.modules() if type(m).__name__ == "Linear4bit"]
-    assert len(linear4bit) == 30 * 7  # every projection of the 30 layers is 4-bit
+    import bitsandbytes as bnb
+
+    linear4bit = [m for m in trainer.model.modules() if type(m) is bnb.nn.Linear4bit]
+    assert len(linear4bit) == 30 * 7  # every projection of the 30 layers is 4-bit (each under a LoRA wrapper)
+    assert all(m.weight.dtype == torch.uint8 for m in linear4bit)  # packed NF4
     before = _lora_weights(trainer.model)
     trainer.train()
     _assert_trained(trainer, before)
