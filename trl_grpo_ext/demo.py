@@ -249,6 +249,26 @@ def warm_start(model, tokenizer, train, validation, settings: DemoSettings, outp
     }
 
 
+def grpo_arm(common: dict, plain: bool, temperature_range, **ext_options):
+    """`(args, trainer class, progress-bar label)` of one demo arm: plain `trl.GRPOTrainer` at TRL's defaults, or
+    `GRPOExtTrainer` with the linear ladder over `temperature_range` and rank advantages (plus `ext_options`)."""
+    if plain:
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig(**common), GRPOTrainer, "GRPO trl.GRPOTrainer"
+    from .config import GRPOExtConfig
+    from .trainer import GRPOExtTrainer
+
+    args = GRPOExtConfig(
+        **common,
+        temperature_schedule="linear",
+        temperature_range=list(temperature_range),
+        advantage_estimator="rank",
+        **ext_options,
+    )
+    return args, GRPOExtTrainer, "GRPO GRPOExtTrainer"
+
+
 def train_grpo(
     model,
     tokenizer,
@@ -273,24 +293,12 @@ def train_grpo(
         max_completion_length=settings.max_completion_length,
         logging_steps=settings.logging_steps,
     )
-    if plain:
-        from trl import GRPOConfig, GRPOTrainer
-
-        args, trainer_cls, description = GRPOConfig(**common), GRPOTrainer, "GRPO trl.GRPOTrainer"
-    else:
-        from .config import GRPOExtConfig
-        from .trainer import GRPOExtTrainer
-
-        args = GRPOExtConfig(
-            **common,
-            temperature_schedule="linear",
-            temperature_range=list(settings.temperature_range),
-            advantage_estimator="rank",
-            temperature_control="zero_std" if closed_loop else "none",
-            **({"temperature_control_target": control_target} if control_target is not None else {}),
-        )
-        trainer_cls = GRPOExtTrainer
-        description = "GRPO GRPOExtTrainer" + (" (closed-loop ladder)" if closed_loop else "")
+    extra = {"temperature_control": "zero_std" if closed_loop else "none"}
+    if control_target is not None:
+        extra["temperature_control_target"] = control_target
+    args, trainer_cls, description = grpo_arm(common, plain, settings.temperature_range, **extra)
+    if closed_loop:
+        description += " (closed-loop ladder)"
     trainer = trainer_cls(
         model=model, reward_funcs=demo_reward(), args=args, train_dataset=train, processing_class=tokenizer
     )

@@ -100,7 +100,7 @@ def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_d
     """LoRA GRPO from the base checkpoint: `GRPOExtTrainer` (ladder + rank + objectives) or plain `trl.GRPOTrainer`."""
     from peft import LoraConfig
 
-    from .demo import _common_args, _quiet_trainer
+    from .demo import _common_args, _quiet_trainer, grpo_arm
 
     common = dict(
         **_common_args(output_dir, seed),
@@ -113,21 +113,7 @@ def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_d
         logging_steps=settings.logging_steps,
         beta=0.0,
     )
-    if plain:
-        from trl import GRPOConfig, GRPOTrainer
-
-        args, trainer_cls, description = GRPOConfig(**common), GRPOTrainer, "GRPO trl.GRPOTrainer"
-    else:
-        from .config import GRPOExtConfig
-        from .trainer import GRPOExtTrainer
-
-        args = GRPOExtConfig(
-            **common,
-            temperature_schedule="linear",
-            temperature_range=list(settings.temperature_range),
-            advantage_estimator="rank",
-        )
-        trainer_cls, description = GRPOExtTrainer, "GRPO GRPOExtTrainer"
+    args, trainer_cls, description = grpo_arm(common, plain, settings.temperature_range)
     lora = LoraConfig(
         r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
     )
