@@ -21,6 +21,9 @@ NAN, INF = math.nan, math.inf
 LADDER = {"temperature_schedule": "linear"}
 OBJECTIVES = {"reward_objectives": {"accuracy": 0.7, "readability": 0.3}}
 CONTROL = {"temperature_schedule": "linear", "temperature_control": "zero_std"}
+LEARNED = {"reward_objectives": {"accuracy": 0.5, "learned_preference": 0.5}}
+GOLD = {"type": "gold", "objective": "accuracy"}
+RM = {"model": "tiny:tiny", "labeler": GOLD}
 
 
 def _config(tmp_path, **overrides) -> GRPOExtConfig:
@@ -157,6 +160,56 @@ INVALID = [
     ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "dtype": "auto"}}, "'dtype'"),
     ("judge", {"judge": '{"model": "tiny:tiny"'}, '{"model": "tiny:tiny"'),
     ("judge", {"judge": {"model": "tiny:tiny"}}, "None"),  # reward_objectives does not name 'principles'
+    # online reward model (the learned_preference objective)
+    ("online_reward_model", {**LEARNED, "online_reward_model": {}}, "{}"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": "tiny:tiny"}, "'tiny:tiny'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": '{"model": "tiny:tiny"'}, '{"model": "tiny:tiny"'),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {"labeler": GOLD}}, "None"),  # no model
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "budget": 8}}, "'budget'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "num_generations": 4}}, "num_generations"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "update_every": -1}}, "-1"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "label_budget": 2.5}}, "2.5"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "pairs_per_update": 0}}, "0"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "heldout_fraction": 1.0}}, "1.0"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "learning_rate": 0.0}}, "0.0"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "margin": -0.1}}, "-0.1"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "selector": "best"}}, "'best'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "error_policy": "ignore"}}, "'ignore'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "name": "a/b"}}, "'a/b'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "crowd"}}}, "'crowd'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "gold"}}}, "'gold'"),
+    (
+        "online_reward_model",
+        {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "gold", "objective": "acuracy"}}},
+        "'acuracy'",
+    ),
+    (
+        "online_reward_model",
+        {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "gold", "objective": "novelty"}}},
+        "'novelty'",
+    ),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "labeler": {**GOLD, "path": "x"}}}, "'path'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "judge"}}}, "'judge'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "queue"}}}, "None"),
+    (
+        "online_reward_model",
+        {**LEARNED, "online_reward_model": {**RM, "labeler": {"type": "queue", "path": "l.jsonl", "timeout": -1}}},
+        "-1",
+    ),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "seed_pairs": [{"prompt": "a"}]}}, "'a'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "seed_pairs_file": "nope.jsonl"}}, "nope.jsonl"),
+    (
+        "online_reward_model",
+        {**LEARNED, "online_reward_model": {"model": "tiny:tiny", "label_budget": 8}},  # no labeler: frozen
+        "'label_budget'",
+    ),
+    ("online_reward_model", {**LEARNED, "online_reward_model": None}, "'learned_preference'"),
+    ("online_reward_model", {"online_reward_model": RM}, "None"),  # reward_objectives does not name it
+    (
+        "online_reward_model",
+        {**LEARNED, "online_reward_model": RM, "restore_callback_states_from_checkpoint": True},
+        "restore_callback_states_from_checkpoint=True",
+    ),
 ]
 
 

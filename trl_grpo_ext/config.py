@@ -167,7 +167,23 @@ class GRPOExtConfig(GRPOConfig):
             device, dtype, cache_size, template}`; an OpenAI-compatible endpoint when `base_url` is set: `{base_url,
             model, api_key_env, chat, timeout, max_retries, backoff, max_concurrency, batch_size, top_logprobs,
             max_tokens, cache_size, template}`. Validated here; the model is loaded (or the endpoint called) only
-            when training scores completions. See docs/objectives.md.
+            when training scores completions. See docs/objectives.md. Also the judge of a `{type: judge}` labeler of
+            `online_reward_model`.
+
+        > Parameters that control the online reward model (the `learned_preference` objective)
+
+        online_reward_model (`dict`, *optional*):
+            The `learned_preference` objective (named in `reward_objectives`): a sequence-classification reward
+            model that scores completions and keeps learning from pairwise labels of within-group pairs
+            (Bradley-Terry). Keys: `model` (required: a path, a Hub id or a kit name such as `tiny:tiny`), `labeler`
+            (`{type: gold, objective: accuracy}`, `{type: judge[, principles, template]}` with the `judge` field,
+            or `{type: queue, path: labels.jsonl[, requests_path, timeout, poll_interval]}`: a person), and the
+            `OnlineRewardModel` arguments `name` (metric prefix, default `rm`), `update_every`, `label_budget`,
+            `pairs_per_update`, `selector` (`random`, `uncertain`), `buffer_size`, `replay_pairs`,
+            `heldout_fraction`, `heldout_size`, `seed_pairs` or `seed_pairs_file` (JSONL), `seed_epochs`,
+            `update_steps`, `learning_rate`, `weight_decay`, `margin`, `max_grad_norm`, `batch_size`, `max_length`,
+            `error_policy`, `seed`, `device`. Validated here; the model is loaded when the trainer is built. See
+            docs/objectives.md#online-reward-model.
     """
 
     # Temperature ladder
@@ -300,6 +316,18 @@ class GRPOExtConfig(GRPOConfig):
         },
     )
 
+    # Online reward model
+    online_reward_model: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "The 'learned_preference' objective (JSON on the command line): a reward model trained online "
+            "with Bradley-Terry on within-group pairs, e.g. {'model': 'tiny:tiny', 'label_budget': 256, "
+            "'pairs_per_update': 8, 'labeler': {'type': 'gold', 'objective': 'accuracy'}}. Labelers: gold "
+            "(a registered objective), judge (the `judge` field) or queue ({'type': 'queue', 'path': "
+            "'labels.jsonl'}: a person). Needs 'learned_preference' in reward_objectives."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_extension()
@@ -345,6 +373,7 @@ class GRPOExtConfig(GRPOConfig):
         self._validate_ladder_interactions()
         self._validate_advantages()
         self._validate_objectives()
+        self._validate_online_reward_model()  # before principles: a judge labeler is a second use of `judge`
         self._validate_principles()
 
     # Validation, one method per feature so each error is easy to find.
@@ -412,7 +441,10 @@ class GRPOExtConfig(GRPOConfig):
             return
         ends = {"group_temperatures": self.group_temperatures}
         if self.group_temperatures is None:
-            ends = {"temperature_range": self.temperature_range, "temperature_range_final": self.temperature_range_final}
+            ends = {
+                "temperature_range": self.temperature_range,
+                "temperature_range_final": self.temperature_range_final,
+            }
         for name, temps in ends.items():
             if temps is not None and not all(VLLM_MIN_TEMPERATURE <= t <= VLLM_MAX_TEMPERATURE for t in temps):
                 raise ValueError(
@@ -586,12 +618,51 @@ class GRPOExtConfig(GRPOConfig):
                 f"`reward_objectives` names 'principles', which needs {' and '.join(missing)}: e.g. principles: "
                 "['Is the response polite?'] and judge: {model: tiny:tiny} (see docs/objectives.md)."
             )
-        if not named and (self.principles is not None or self.judge is not None):
-            set_fields = [name for name in ("principles", "judge") if getattr(self, name) is not None]
+        labeler = (self.online_reward_model or {}).get("labeler") or {}
+        judge_labeler = labeler.get("type") == "judge"
+        if not named and self.principles is not None:
             raise ValueError(
-                f"`{set_fields[0]}` configures the 'principles' objective, but `reward_objectives` "
+                f"`principles` configures the 'principles' objective, but `reward_objectives` "
                 f"({self.reward_objectives!r}) does not name 'principles'; add it with a weight, e.g. "
+                "{'accuracy': 0.7, 'principles': 0.3}"
+                + (
+                    " (the questions of the judge labeler go in `online_reward_model.labeler.principles`)."
+                    if judge_labeler
+                    else "."
+                )
+            )
+        if not named and not judge_labeler and self.judge is not None:
+            raise ValueError(
+                f"`judge` configures the 'principles' objective or the judge labeler of `online_reward_model`, but "
+                f"`reward_objectives` ({self.reward_objectives!r}) does not name 'principles' and "
+                "`online_reward_model.labeler` is not {'type': 'judge'}; add one of them, e.g. "
                 "{'accuracy': 0.7, 'principles': 0.3}."
+            )
+
+    def _validate_online_reward_model(self) -> None:
+        from .rewards.online_config import FIELD, OBJECTIVE_NAME, check_online_reward_model_config
+
+        named = OBJECTIVE_NAME in (self.reward_objectives or {})
+        if self.online_reward_model is not None:
+            value = _parse_json_field(FIELD, self.online_reward_model)
+            judge = _parse_json_field("judge", self.judge)
+            self.online_reward_model = check_online_reward_model_config(value, judge)
+        if named and self.online_reward_model is None:
+            raise ValueError(
+                f"`reward_objectives` names '{OBJECTIVE_NAME}', which needs `{FIELD}`: e.g. online_reward_model: "
+                "{model: tiny:tiny, labeler: {type: gold, objective: accuracy}} (see docs/objectives.md)."
+            )
+        if not named and self.online_reward_model is not None:
+            raise ValueError(
+                f"`{FIELD}` configures the '{OBJECTIVE_NAME}' objective, but `reward_objectives` "
+                f"({self.reward_objectives!r}) does not name '{OBJECTIVE_NAME}'; add it with a weight, e.g. "
+                f"{{'accuracy': 0.5, '{OBJECTIVE_NAME}': 0.5}}."
+            )
+        if named and self.restore_callback_states_from_checkpoint:
+            raise ValueError(
+                f"`restore_callback_states_from_checkpoint=True` cannot be combined with `{FIELD}`: the online reward "
+                "model is a reward function and a callback at once and restores itself on resume; transformers would "
+                "replace the callback by a new object that is not the reward function. Leave it False (the default)."
             )
 
     @property

@@ -11,6 +11,7 @@ Each feature hooks the smallest TRL method and calls `super()`; no TRL method bo
 | advantages         | `_calculate_rewards` + `_generate_and_score_completions` | captures the gathered rewards, replaces the advantages |
 | objectives         | `__init__`                                | expands `WeightedReward` into TRL reward funcs + weights |
 | closed-loop ladder | `_generate_and_score_completions` + a callback | scales the ladder; checkpointed as a stateful callback |
+| online reward model| `__init__` + a callback                   | builds `learned_preference`; the objective checkpoints itself |
 
 With no new option set, every wrapper falls straight through to TRL.
 """
@@ -33,6 +34,7 @@ from .config import GRPOExtConfig
 from .kit import is_kit_name, resolve_model_path
 from .rewards import (
     WeightedReward,
+    bind_learned_preference,
     check_required_columns,
     global_group_objective,
     guard_objective,
@@ -100,6 +102,7 @@ class GRPOExtTrainer(GRPOTrainer):
             reward_funcs = weighted_reward_from_spec(
                 args.reward_objectives, args.novelty_ngram, principles=args.principles, judge=args.judge
             )
+        reward_funcs = bind_learned_preference(reward_funcs, args)  # `online_reward_model` builds the objective
         if args.uses_ladder:
             generators = {"tools": tools, "rollout_func": rollout_func, "environment_factory": environment_factory}
             for name, value in generators.items():

@@ -25,6 +25,7 @@ from .objectives import (
     readability,
 )
 from .online import OnlineRewardModel, bradley_terry_loss
+from .online_config import bind_learned_preference, online_reward_model_from_config
 from .principles import Principle, PrinciplesObjective
 from .registry import get_objective, list_objectives, register_objective, weighted_reward_from_spec
 from .weighted import WeightedReward
@@ -46,6 +47,7 @@ __all__ = [
     "PrinciplesObjective",
     "WeightedReward",
     "accuracy",
+    "bind_learned_preference",
     "bradley_terry_loss",
     "check_required_columns",
     "completion_text",
@@ -58,6 +60,7 @@ __all__ = [
     "length_objective",
     "list_objectives",
     "novelty",
+    "online_reward_model_from_config",
     "readability",
     "register_objective",
     "weighted_reward_from_spec",

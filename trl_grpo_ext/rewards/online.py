@@ -49,9 +49,11 @@ from .objectives import completion_text
 
 __all__ = [
     "SELECTORS",
+    "SETTINGS",
     "OnlineRewardModel",
     "bradley_terry_loss",
     "check_label",
+    "check_settings",
     "group_pairs",
     "select_random",
     "select_uncertain",
@@ -191,19 +193,70 @@ def _check_float(field: str, value: Any, minimum: float, strict: bool, allow_non
     return float(value)
 
 
-def _check_seed_pairs(seed_pairs: Any) -> list[dict[str, Any]]:
+# The numeric settings of OnlineRewardModel: name -> (kind, minimum, strictly greater, None allowed).
+SETTINGS: dict[str, tuple[str, float, bool, bool]] = {
+    "update_every": ("int", 0, False, False),
+    "label_budget": ("int", 0, False, True),
+    "pairs_per_update": ("int", 1, False, False),
+    "buffer_size": ("int", 1, False, False),
+    "replay_pairs": ("int", 0, False, True),
+    "heldout_size": ("int", 1, False, False),
+    "seed_epochs": ("int", 0, False, False),
+    "update_steps": ("int", 1, False, False),
+    "batch_size": ("int", 1, False, False),
+    "max_length": ("int", 1, False, True),
+    "num_generations": ("int", 1, False, True),
+    "seed": ("int", 0, False, False),
+    "learning_rate": ("float", 0.0, True, False),
+    "weight_decay": ("float", 0.0, False, False),
+    "margin": ("float", 0.0, False, False),
+    "max_grad_norm": ("float", 0.0, True, True),
+    "heldout_fraction": ("float", 0.0, False, False),
+}
+
+
+def check_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The numeric settings among `settings` (keys of `SETTINGS`), checked; the error names `prefix + key`.
+
+    Example:
+    ```python
+    >>> check_settings({"update_every": 2, "learning_rate": 1})
+    {'update_every': 2, 'learning_rate': 1.0}
+    >>> check_settings({"heldout_fraction": 1.5}, prefix="online_reward_model.")
+    Traceback (most recent call last):
+    ...
+    ValueError: `online_reward_model.heldout_fraction` must be in [0, 1), got 1.5.
+
+    ```
+    """
+    out = {}
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            continue
+        kind, minimum, strict, allow_none = SETTINGS[key]
+        field = prefix + key
+        if kind == "int":
+            out[key] = _check_int(field, value, int(minimum), allow_none=allow_none)
+        else:
+            out[key] = _check_float(field, value, minimum, strict=strict, allow_none=allow_none)
+    if out.get("heldout_fraction") is not None and out["heldout_fraction"] >= 1:
+        raise ValueError(f"`{prefix}heldout_fraction` must be in [0, 1), got {settings['heldout_fraction']!r}.")
+    return out
+
+
+def _check_seed_pairs(seed_pairs: Any, field: str = "seed_pairs") -> list[dict[str, Any]]:
     if seed_pairs is None:
         return []
     if isinstance(seed_pairs, (str, Mapping)) or not isinstance(seed_pairs, Sequence):
-        raise ValueError(f"`seed_pairs` must be a list of {{prompt, chosen, rejected}} dicts, got {seed_pairs!r}.")
+        raise ValueError(f"`{field}` must be a list of {{prompt, chosen, rejected}} dicts, got {seed_pairs!r}.")
     out = []
     for index, pair in enumerate(seed_pairs):
         if not isinstance(pair, Mapping) or not {"prompt", "chosen", "rejected"} <= set(pair):
             raise ValueError(
-                f"`seed_pairs[{index}]` must be a dict with the keys 'prompt', 'chosen', 'rejected' (and optionally "
+                f"`{field}[{index}]` must be a dict with the keys 'prompt', 'chosen', 'rejected' (and optionally "
                 f"'margin'), got {pair!r}."
             )
-        margin = _check_float(f"seed_pairs[{index}].margin", pair.get("margin", 0.0), 0.0, strict=False)
+        margin = _check_float(f"{field}[{index}].margin", pair.get("margin", 0.0), 0.0, strict=False)
         out.append(
             {"prompt": pair["prompt"], "a": pair["chosen"], "b": pair["rejected"], "label": 1.0, "margin": margin}
         )
@@ -311,26 +364,27 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             raise ValueError(
                 f"`error_policy` must be one of {list(REWARD_ERROR_POLICIES)} or None, got {error_policy!r}."
             )
-        self.update_every = _check_int("update_every", update_every, 0)
-        self.label_budget = _check_int("label_budget", label_budget, 0, allow_none=True)
-        self.pairs_per_update = _check_int("pairs_per_update", pairs_per_update, 1)
-        self.buffer_size = _check_int("buffer_size", buffer_size, 1)
-        self.replay_pairs = _check_int("replay_pairs", replay_pairs, 0, allow_none=True)
-        self.heldout_size = _check_int("heldout_size", heldout_size, 1)
-        self.seed_epochs = _check_int("seed_epochs", seed_epochs, 0)
-        self.update_steps = _check_int("update_steps", update_steps, 1)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.max_length = _check_int("max_length", max_length, 1, allow_none=True)
-        self.num_generations = _check_int("num_generations", num_generations, 1, allow_none=True)
-        self.seed = _check_int("seed", seed, 0)
-        self.learning_rate = _check_float("learning_rate", learning_rate, 0.0, strict=True)
-        self.weight_decay = _check_float("weight_decay", weight_decay, 0.0, strict=False)
-        self.margin = _check_float("margin", margin, 0.0, strict=False)
-        self.max_grad_norm = _check_float("max_grad_norm", max_grad_norm, 0.0, strict=True, allow_none=True)
-        heldout_fraction = _check_float("heldout_fraction", heldout_fraction, 0.0, strict=False)
-        if heldout_fraction >= 1:
-            raise ValueError(f"`heldout_fraction` must be in [0, 1), got {heldout_fraction!r}.")
-        self.heldout_fraction = heldout_fraction
+        settings = {
+            "update_every": update_every,
+            "label_budget": label_budget,
+            "pairs_per_update": pairs_per_update,
+            "buffer_size": buffer_size,
+            "replay_pairs": replay_pairs,
+            "heldout_size": heldout_size,
+            "seed_epochs": seed_epochs,
+            "update_steps": update_steps,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "num_generations": num_generations,
+            "seed": seed,
+            "learning_rate": learning_rate,
+            "weight_decay": weight_decay,
+            "margin": margin,
+            "max_grad_norm": max_grad_norm,
+            "heldout_fraction": heldout_fraction,
+        }
+        for key, value in check_settings(settings).items():
+            setattr(self, key, value)
         self.name = self.__name__ = name
         self.labeler = labeler
         self.selector = selector
@@ -527,17 +581,10 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
     def _update(self, prompts, completions, scores, group, columns, log_metric) -> None:
         texts = [completion_text(c) for c in completions]
         candidates = group_pairs(len(completions), group, texts)
-        outstanding = int(getattr(self.labeler, "outstanding", 0) or 0)
-        k = self.pairs_per_update
-        if self.label_budget is not None:
-            k = min(k, self.label_budget - self.labels_used - outstanding)
-        selector = SELECTORS[self.selector] if isinstance(self.selector, str) else self.selector
-        chosen = selector(candidates, k, scores, self._rng) if k > 0 and candidates else []
-        pairs = [{"prompt": prompts[i], "a": completions[i], "b": completions[j]} for i, j in chosen]
-        pair_columns = {key: [values[i] for i, _ in chosen] for key, values in columns.items()}
-        answered, faults = self._label(pairs, pair_columns) if pairs else ([], 0)
+        chosen, answered, faults, late, late_faults = _on_main_process(
+            lambda: self._select_and_label(candidates, prompts, completions, scores, columns), self._rng
+        )
         agreement = self._agreement([(chosen[index], pair) for index, pair in answered], scores)
-        late, late_faults = self._collect_late()
         labelled, faults = [pair for _, pair in answered] + late, faults + late_faults
         if self.label_budget is not None:
             labelled = labelled[: self.label_budget - self.labels_used]
@@ -575,6 +622,20 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         if callable(log_metric):
             for key, value in metrics.items():
                 log_metric(f"{self.name}/{key}", float(value))
+
+    def _select_and_label(self, candidates, prompts, completions, scores, columns):
+        """Pick this round's pairs within the budget, label them, collect late answers (one process: `_update`)."""
+        outstanding = int(getattr(self.labeler, "outstanding", 0) or 0)
+        k = self.pairs_per_update
+        if self.label_budget is not None:
+            k = min(k, self.label_budget - self.labels_used - outstanding)
+        selector = SELECTORS[self.selector] if isinstance(self.selector, str) else self.selector
+        chosen = selector(candidates, k, scores, self._rng) if k > 0 and candidates else []
+        pairs = [{"prompt": prompts[i], "a": completions[i], "b": completions[j]} for i, j in chosen]
+        pair_columns = {key: [values[i] for i, _ in chosen] for key, values in columns.items()}
+        answered, faults = self._label(pairs, pair_columns) if pairs else ([], 0)
+        late, late_faults = self._collect_late()
+        return chosen, answered, faults, late, late_faults
 
     def _collect_late(self) -> tuple[list[dict[str, Any]], int]:
         """Labels that arrived for pairs queued in earlier rounds (`QueueLabeler.collect`), checked like the others."""
@@ -798,6 +859,38 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         load_labeler = getattr(self.labeler, "load_state_dict", None)
         if payload.get("labeler") is not None and callable(load_labeler):
             load_labeler(payload["labeler"])
+
+
+def _on_main_process(fn: Callable[[], Any], rng: random.Random) -> Any:
+    """`fn()` on process 0 only, its result (and `rng`'s state after it) handed to every process.
+
+    Every process holds a copy of the reward model and makes the same update on the global batch; the labeler is asked
+    once, on process 0: a judge endpoint is called once per pair, a queue file has one writer, and a labeler that
+    answers differently on two calls (a timeout, a person) cannot make the copies diverge. An error on process 0 is
+    raised on every process (an `ObjectiveError` as one, with its message), so none waits on a collective.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return fn()
+    payload: list[Any] = [None]
+    error: BaseException | None = None
+    if dist.get_rank() == 0:
+        try:
+            payload = [("ok", fn(), rng.getstate())]
+        except Exception as exc:
+            error = exc
+            payload = [("error", isinstance(exc, ObjectiveError), f"{type(exc).__name__} on process 0: {exc}")]
+    dist.broadcast_object_list(payload, src=0)
+    status, *rest = payload[0]
+    if error is not None:
+        raise error
+    if status == "error":
+        objective_error, message = rest
+        raise (ObjectiveError if objective_error else RuntimeError)(message)
+    result, state = rest
+    rng.setstate(state)
+    return result
 
 
 def _load_reward_model(model: Any, tokenizer: Any):

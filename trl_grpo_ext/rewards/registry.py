@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable, Mapping
 
 from .objectives import accuracy, format_objective, length_objective, novelty, readability
+from .online_config import learned_preference
 from .principles import PrinciplesObjective, principles
 from .weighted import WeightedReward, _named
 
@@ -14,6 +15,7 @@ __all__ = ["get_objective", "list_objectives", "register_objective", "weighted_r
 _OBJECTIVES: dict[str, Callable] = {
     "accuracy": accuracy,
     "format": format_objective(),
+    "learned_preference": learned_preference,
     "length": length_objective(),
     "novelty": novelty,
     "principles": principles,
