@@ -48,22 +48,29 @@ class RealDemoSettings:
 
 FULL = RealDemoSettings()
 QUICK = RealDemoSettings(  # the CI size: every phase runs, in about a minute
-    num_train=32, num_heldout=32, grpo_steps=2, prompts_per_step=2, num_generations=4, max_completion_length=8,
+    num_train=32,
+    num_heldout=32,
+    grpo_steps=2,
+    prompts_per_step=2,
+    num_generations=4,
+    max_completion_length=8,
     logging_steps=1,
 )
 
 
-def greedy_chat_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100) -> float:
-    """Fraction of `dataset` rows (chat `prompt`, `answer`) whose greedy reply's last number is the answer (the
-    `accuracy` objective's rule); batched, left-padded generation through the tokenizer's chat template."""
+def greedy_chat_replies(
+    model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100, entropy: bool = False
+) -> tuple[list[str], float | None]:
+    """The greedy replies to the chat `prompt`s of `dataset` (batched, left-padded, through the tokenizer's chat
+    template) and, with `entropy=True`, the policy's mean per-token entropy at T = 1 along them (else `None`)."""
     import torch
 
-    from .rewards import accuracy
+    from .experiment.runner import completion_entropy
 
     was_training = model.training
     model.eval()
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    correct = 0.0
+    texts, entropy_sum, entropy_count = [], 0.0, 0
     try:
         with torch.no_grad():
             for start in range(0, len(dataset), batch_size):
@@ -77,13 +84,27 @@ def greedy_chat_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_s
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
+                    output_logits=entropy,
+                    return_dict_in_generate=True,
                 )
-                texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-                correct += sum(accuracy(None, texts, answer=rows["answer"]))
+                tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
+                texts += tokenizer.batch_decode(tokens, skip_special_tokens=True)
+                if entropy:
+                    total, count = completion_entropy(output.logits, tokens, tokenizer.eos_token_id)
+                    entropy_sum, entropy_count = entropy_sum + total, entropy_count + count
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
-    return correct / len(dataset)
+    return texts, (entropy_sum / max(entropy_count, 1) if entropy else None)
+
+
+def greedy_chat_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100) -> float:
+    """Fraction of `dataset` rows (chat `prompt`, `answer`) whose greedy reply's last number is the answer (the
+    `accuracy` objective's rule)."""
+    from .rewards import accuracy
+
+    texts, _ = greedy_chat_replies(model, tokenizer, dataset, max_new_tokens, batch_size)
+    return sum(accuracy(None, texts, answer=list(dataset["answer"]))) / len(dataset)
 
 
 def real_demo_reward():

@@ -35,13 +35,12 @@ from .conditions import CONDITIONS
 from .runner import (
     FULL_SETTINGS,
     QUICK_SETTINGS,
+    TINY_TASK,
     RunSpec,
     SettingsMismatch,
-    check_warm_start,
     execute,
     grid_specs,
     mismatch,
-    warm_start_dir,
     with_steps,
 )
 
@@ -58,20 +57,27 @@ def _levels(root: Path) -> dict[str, float]:
     return dict(DEFAULT_LEVELS)
 
 
-def select_levels(root: Path, settings, workers: int, conditions: list[str]) -> dict:
+def select_levels(root: Path, settings, workers: int, conditions: list[str], task=None) -> dict:
     """Train the `trl` arm at each candidate level (validation only) and keep the level closest to half the gain."""
+    from .real import REAL_CANDIDATE_LEVELS, REAL_TASK
+
+    task = task or TINY_TASK
+    candidate_levels = (
+        REAL_CANDIDATE_LEVELS if task is REAL_TASK else {n: c.candidate_levels for n, c in CONDITIONS.items()}
+    )
+    conditions = [name for name in conditions if candidate_levels.get(name)]
     seed = settings.select_seed
     specs = [RunSpec("clean", None, "trl", {}, seed, split=None)]
     for name in conditions:
-        for level in CONDITIONS[name].candidate_levels:
+        for level in candidate_levels[name]:
             specs.append(RunSpec(name, level, "trl", {}, seed, split=None))
-    results = list(execute(root, settings, specs, workers, group="select"))
-    warm = json.loads((warm_start_dir(root, seed) / "warmstart.json").read_text())["validation_accuracy"]
+    results = list(execute(root, settings, specs, workers, group="select", task=task))
+    warm = json.loads(task.start_record(root, seed).read_text())["validation_accuracy"]
     gains = {(r["condition"], r["level"]): r["validation_accuracy"] - warm for r in results}
     clean_gain = gains[("clean", None)]
     chosen = {}
     for name in conditions:
-        candidates = [lvl for lvl in CONDITIONS[name].candidate_levels if (name, lvl) in gains]
+        candidates = [lvl for lvl in candidate_levels[name] if (name, lvl) in gains]
         if candidates:
             chosen[name] = min(candidates, key=lambda lvl: abs(gains[(name, lvl)] - SELECT_TARGET * clean_gain))
     measured = {f"{c}" + ("" if lvl is None else f"_{lvl:g}"): g for (c, lvl), g in gains.items()}
@@ -113,16 +119,22 @@ def _finished_results(root: Path, settings, specs: list[RunSpec]) -> list[dict]:
     return results
 
 
-def _meta(settings, levels, arms, args) -> dict:
+def _tiny_description(settings, levels) -> str:
+    return (
+        "Digit reversal, tiny Qwen2 'small' (0.8 M parameters), SFT warm start per seed, then GRPO "
+        f"({settings.grpo_steps} steps of {settings.demo.grpo_batch_size // settings.demo.num_generations} prompts "
+        f"x {settings.demo.num_generations}, lr {settings.demo.grpo_learning_rate}); test accuracy on "
+        f"{settings.demo.num_heldout} held-out problems, greedy. Levels: {levels}."
+    )
+
+
+def _meta(settings, levels, arms, args, description: str) -> dict:
     import torch
     import transformers
     import trl
 
     return {
-        "description": "Digit reversal, tiny Qwen2 'small' (0.8 M parameters), SFT warm start per seed, then GRPO "
-        f"({settings.grpo_steps} steps of {settings.demo.grpo_batch_size // settings.demo.num_generations} prompts "
-        f"x {settings.demo.num_generations}, lr {settings.demo.grpo_learning_rate}); test accuracy on "
-        f"{settings.demo.num_heldout} held-out problems, greedy. Levels: {levels}.",
+        "description": description,
         "settings": asdict(settings),
         "levels": levels,
         "arms": arms,
@@ -134,20 +146,34 @@ def _meta(settings, levels, arms, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """`trl-grpo-ext experiment ...`; returns the exit status."""
+    from . import real
+
     argv = list(sys.argv[1:] if argv is None else argv)
     arms_all = available_arms()
     parser = argparse.ArgumentParser(
         prog="trl-grpo-ext experiment",
-        description="Controlled ablations (arms x reward conditions x seeds) on the demo task, from a shared warm start.",
+        description="Controlled ablations (arms x reward conditions x seeds) on the demo task, from a shared warm "
+        "start, or on a real pretrained model (--model).",
     )
     parser.add_argument(
-        "--output-dir", default=None, help=f"default: {DEFAULT_OUTPUT_DIR} ({DEFAULT_OUTPUT_DIR}-quick)"
+        "--output-dir",
+        default=None,
+        help=f"default: {DEFAULT_OUTPUT_DIR} ({DEFAULT_OUTPUT_DIR}-quick); with --model: {DEFAULT_OUTPUT_DIR}-<model>",
     )
-    parser.add_argument("--quick", action="store_true", help="CI size: 2 GRPO steps, 2 arms, 2 conditions, 2 seeds")
+    parser.add_argument(
+        "--model",
+        default=None,
+        choices=list(real.REAL_MODELS),
+        help="the grid on this real pretrained model of the kit (chat addition, LoRA, no warm start); default: the "
+        "tiny kit's digit reversal",
+    )
+    parser.add_argument("--quick", action="store_true", help="CI size: 2 GRPO steps, 2 arms, 2 conditions, few seeds")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes), 1 torch thread each")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
-    parser.add_argument("--conditions", nargs="+", default=None, choices=list(CONDITIONS))
+    parser.add_argument(
+        "--conditions", nargs="+", default=None, choices=sorted(set(CONDITIONS) | set(real.REAL_CONDITIONS))
+    )
     parser.add_argument("--arms", nargs="+", default=None, choices=list(arms_all))
     parser.add_argument("--select-levels", action="store_true", help="choose the levels on validation, then stop")
     parser.add_argument("--report-only", action="store_true", help="summarise finished runs, train nothing")
@@ -155,45 +181,69 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error(f"`--workers` should be >= 1, got {args.workers}.")
 
-    settings = with_steps(QUICK_SETTINGS if args.quick else FULL_SETTINGS, args.steps)
+    if args.model:
+        task, known = real.REAL_TASK, real.REAL_CONDITIONS
+        settings = real.REAL_QUICK if args.quick else real.REAL_FULL
+        settings = replace(settings, model=args.model)
+        default_dir = f"{DEFAULT_OUTPUT_DIR}-{args.model.split(':')[0]}"
+        default_conditions = ["clean", "hackable"] if args.quick else list(real.REAL_CONDITIONS)
+        default_arms = ["trl", "ladder_rank"] if args.quick else list(real.DEFAULT_REAL_ARMS)
+    else:
+        task, known = TINY_TASK, CONDITIONS
+        settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+        default_dir = DEFAULT_OUTPUT_DIR
+        default_conditions = ["clean", "outliers"] if args.quick else list(CONDITIONS)
+        default_arms = ["trl", "ladder_rank"] if args.quick else list(arms_all)
+    unknown = [c for c in args.conditions or () if c not in known]
+    if unknown:
+        parser.error(f"`--conditions` {unknown} are not conditions of this task; choose from {list(known)}.")
+    settings = with_steps(settings, args.steps)
     if args.seeds:
         settings = replace(settings, seeds=tuple(args.seeds))
-    root = Path(args.output_dir or (DEFAULT_OUTPUT_DIR + ("-quick" if args.quick else "")))
+    root = Path(args.output_dir or (default_dir + ("-quick" if args.quick else "")))
     root.mkdir(parents=True, exist_ok=True)
-    default_conditions = ["clean", "outliers"] if args.quick else list(CONDITIONS)
     conditions = args.conditions or default_conditions
-    default_arms = ["trl", "ladder_rank"] if args.quick else list(arms_all)
     arms = {name: arms_all[name] for name in (args.arms or default_arms)}
 
     if args.select_levels:
         try:
-            record = select_levels(root, settings, args.workers, [c for c in conditions if c != "clean"])
+            record = select_levels(root, settings, args.workers, [c for c in conditions if c != "clean"], task)
         except SettingsMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(json.dumps(record, indent=1))
         return 0
 
-    levels = {c: lvl for c, lvl in _levels(root).items() if c in conditions}
-    specs = grid_specs(conditions, levels, arms, list(settings.seeds))
+    if task is TINY_TASK:
+        levels = {c: lvl for c, lvl in _levels(root).items() if c in conditions}
+        specs = grid_specs(conditions, levels, arms, list(settings.seeds))
+        description = _tiny_description(settings, levels)
+    else:
+        levels = {c: lvl for c, lvl in real.real_levels(root).items() if c in conditions}
+        specs = real.real_specs(conditions, levels, arms, list(settings.seeds))
+        description = real.real_description(settings, levels)
     start = time.perf_counter()
     try:
         if args.report_only:
             results = _finished_results(root, settings, specs)
         else:
-            results = list(execute(root, settings, specs, args.workers))
+            results = list(execute(root, settings, specs, args.workers, task=task))
         warm_starts = {}
         for seed in settings.seeds:
-            path = warm_start_dir(root, seed) / "warmstart.json"
+            path = task.start_record(root, seed)
             if path.exists():
-                warm_starts[seed] = check_warm_start(path, settings)
+                warm_starts[seed] = task.check_start(path, settings)
     except SettingsMismatch as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     expected = [(s.cell, s.arm, s.seed) for s in specs]
     from .results import write_results
 
-    paths = write_results(root, results, warm_starts, expected, _meta(settings, levels, arms, argv))
+    preamble = ""
+    if task is real.REAL_TASK and warm_starts:
+        preamble = real.sampler_markdown(next(iter(warm_starts.values()))["sampler"])
+    meta = _meta(settings, levels, arms, argv, description)
+    paths = write_results(root, results, warm_starts, expected, meta, preamble=preamble)
     print((root / "results.md").read_text())
     print(f"{len(results)}/{len(specs)} runs finished; {time.perf_counter() - start:.0f} s")
     for path in paths:

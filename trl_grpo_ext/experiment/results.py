@@ -55,6 +55,10 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                 "cold_minus_hot_slot": mean_se([s[0] - s[-1] for s in slots]),
                 "seconds_mean": mean_se([r["seconds"] for r in runs])[0],
             }
+            if all("test_exploit_rate" in r for r in runs):  # the real model's hackable reward: how often it is hacked
+                exploit = _by_seed(runs, lambda r: r["test_exploit_rate"])
+                arms[arm]["test_exploit_rate"] = exploit
+                arms[arm]["exploit_mean_se"] = mean_se(list(exploit.values()))
         comparisons = []
         for arm, reference, what in COMPARISONS:
             if arm in arms and reference in arms:
@@ -73,6 +77,14 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                         .replace("trails", "is below"),
                     }
                 )
+                if "test_exploit_rate" in arms[arm] and "test_exploit_rate" in arms[reference]:
+                    exploit = paired_difference(arms[arm]["test_exploit_rate"], arms[reference]["test_exploit_rate"])
+                    comparisons[-1]["exploit_rate"] = exploit
+                    comparisons[-1]["exploit_verdict"] = (
+                        verdict(arm, reference, exploit)
+                        .replace("beats", "exploits more than")
+                        .replace("trails", "exploits less than")
+                    )
         summary[name] = {
             "condition": cell["condition"],
             "level": cell["level"],
@@ -112,9 +124,17 @@ def markdown(summary: dict, header: str = "") -> str:
                 f"{a['frac_reward_zero_std_mean']:.2f} | {a['distinct_frac_mean']:.2f} | "
                 f"{_pm(a['cold_minus_hot_slot'])} | {a['seconds_mean']:.0f} |"
             )
-        lines += ["", "Paired differences (same seed, same warm start), test accuracy and final entropy:", ""]
+        exploit = {arm: a["exploit_mean_se"] for arm, a in cell["arms"].items() if "exploit_mean_se" in a}
+        if exploit:
+            lines += [
+                "",
+                "Exploit rate % (greedy test replies ending on an operand of the question): "
+                + ", ".join(f"{arm} {_pm(v, digits=2)}" for arm, v in exploit.items()),
+            ]
+        lines += ["", "Paired differences (same seed, same start), test accuracy and final entropy:", ""]
         for c in cell["comparisons"]:
-            lines.append(f"- {c['what']}: {c['verdict']}; entropy: {c['entropy_verdict']}")
+            extra = f"; exploit rate: {c['exploit_verdict']}" if "exploit_verdict" in c else ""
+            lines.append(f"- {c['what']}: {c['verdict']}; entropy: {c['entropy_verdict']}{extra}")
         lines.append("")
     if summary["missing"]:
         lines += [
@@ -190,7 +210,15 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
         ax.errorbar([i + 0.15], [mean], yerr=[0 if math.isnan(se) else se], fmt="o", color=colors[arm], capsize=4)
     ax.set_xticks(range(len(runs_by_arm)), list(runs_by_arm), rotation=30, fontsize=8)
     ax.set_title("test accuracy % (dots: seeds; bar: mean ± se)", fontsize=10)
-    axes[1, 3].axis("off")
+    ax = axes[1, 3]
+    if any("exploit_rate" in e for runs in runs_by_arm.values() for r in runs for e in r["curve"]):
+        for arm, runs in runs_by_arm.items():
+            steps, values = _mean_curves(runs, "curve", "exploit_rate")
+            ax.plot(steps, values, marker="o", label=arm, color=colors[arm])
+        ax.set_title("exploit rate (validation, greedy: reply ends on an operand)", fontsize=10)
+        ax.set_xlabel("GRPO step")
+    else:
+        ax.axis("off")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"condition: {name}")
     fig.tight_layout()
@@ -204,13 +232,16 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
     return out
 
 
-def write_results(root: Path, results: list[dict], warm_starts: dict, expected: list, meta: dict) -> list[Path]:
-    """results.json, results.md and plots/{cell}.png under `root`; returns the paths written."""
+def write_results(
+    root: Path, results: list[dict], warm_starts: dict, expected: list, meta: dict, preamble: str = ""
+) -> list[Path]:
+    """results.json, results.md (`preamble` after the description) and plots/{cell}.png under `root`; returns the
+    paths written."""
     summary = summarise(results, warm_starts, expected)
     summary = {**meta, **summary}
     paths = [root / "results.json", root / "results.md"]
     paths[0].write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
-    header = f"# Experiment results\n\n{meta.get('description', '')}\n"
+    header = f"# Experiment results\n\n{meta.get('description', '')}\n" + (f"\n{preamble}" if preamble else "")
     paths[1].write_text(markdown(summary, header), encoding="utf-8")
     by_cell: dict[str, dict[str, list[dict]]] = {}
     for r in sorted(results, key=lambda r: r["seed"]):

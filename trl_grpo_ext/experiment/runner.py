@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -112,12 +113,21 @@ def greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens: int) 
     tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
     accuracy = sum(is_correct(t, a) for t, a in zip(texts, list(dataset["answer"]))) / len(texts)
-    logits = torch.stack(output.logits, dim=1).float()  # (B, steps, V)
+    total, count = completion_entropy(output.logits, tokens, tokenizer.eos_token_id)
+    return accuracy, total / count
+
+
+def completion_entropy(step_logits, tokens, eos_token_id: int) -> tuple[float, int]:
+    """(sum, count) of the per-token entropy of softmax(logits) at T = 1 over greedy completions, each up to and
+    including its first end-of-sequence token; `step_logits` is `generate(output_logits=True).logits`."""
+    import torch
+
+    logits = torch.stack(step_logits, dim=1).float()  # (B, steps, V)
     entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
-    is_eos = tokens[:, : logits.shape[1]] == tokenizer.eos_token_id
+    is_eos = tokens[:, : logits.shape[1]] == eos_token_id
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # positions after the first end-of-sequence token
     mask = ~after_eos
-    return accuracy, float((entropy * mask).sum() / mask.sum())
+    return float((entropy * mask).sum()), int(mask.sum())
 
 
 def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
@@ -348,9 +358,9 @@ def grid_specs(
     ]
 
 
-def _fingerprint(settings: ExperimentSettings | dict) -> dict:
+def _fingerprint(settings) -> dict:
     """The settings that shape a run (not the list of seeds, which only says which runs the grid holds)."""
-    data = json.loads(json.dumps(asdict(settings) if isinstance(settings, ExperimentSettings) else settings))
+    data = json.loads(json.dumps(asdict(settings) if is_dataclass(settings) else settings))
     data.pop("seeds", None)
     return data
 
@@ -385,18 +395,37 @@ def mismatch(result: dict, settings: ExperimentSettings, arm_config: dict) -> st
     return "; ".join(differences) or None
 
 
-def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], workers: int, group: str = "runs"):
-    """Warm starts first (one per seed), then the runs; finished ones are skipped. Yields each finished result.
+@dataclass(frozen=True)
+class Task:
+    """What `execute` trains: the record each seed starts from (a warm start, or the base model's evaluation), and
+    one run. Module-level functions, so that the spawned workers can unpickle them."""
 
-    A cached warm start or a finished run made with other settings raises `SettingsMismatch` before anything trains.
+    start_record: Callable  # (root, seed) -> Path of the start's JSON record (seeds may share one)
+    check_start: Callable  # (record path, settings) -> the record; SettingsMismatch when made with other settings
+    start_job: Callable  # (root, seed, settings) -> the record, written once
+    run_job: Callable  # (root, spec, settings, group) -> the run's result, written once
+
+
+def _warm_start_record(root: Path, seed: int) -> Path:
+    return warm_start_dir(root, seed) / "warmstart.json"
+
+
+def execute(root: Path, settings, specs: list[RunSpec], workers: int, group: str = "runs", task: Task | None = None):
+    """Starts first (the tiny task: one SFT warm start per seed), then the runs; finished ones are skipped. Yields
+    each finished result.
+
+    A cached start or a finished run made with other settings raises `SettingsMismatch` before anything trains.
     """
     from tqdm.auto import tqdm
 
-    seeds = sorted({spec.seed for spec in specs})
-    for seed in seeds:
-        if (warm_start_dir(root, seed) / "warmstart.json").exists():
-            check_warm_start(warm_start_dir(root, seed) / "warmstart.json", settings)
-    todo_warm = [s for s in seeds if not (warm_start_dir(root, s) / "warmstart.json").exists()]
+    task = task or TINY_TASK
+    starts: dict[Path, int] = {}
+    for seed in sorted({spec.seed for spec in specs}):
+        starts.setdefault(task.start_record(root, seed), seed)
+    for path in starts:
+        if path.exists():
+            task.check_start(path, settings)
+    todo_warm = [seed for path, seed in starts.items() if not path.exists()]
     todo = [
         spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
     ]
@@ -405,9 +434,9 @@ def execute(root: Path, settings: ExperimentSettings, specs: list[RunSpec], work
     bar = tqdm(total=len(specs), initial=len(done), desc="experiment runs", unit="run", dynamic_ncols=True)
     context = get_context("spawn")  # fresh interpreters: no torch state shared with the parent
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_worker) as pool:
-        for future in as_completed([pool.submit(warm_start_job, root, s, settings) for s in todo_warm]):
+        for future in as_completed([pool.submit(task.start_job, root, s, settings) for s in todo_warm]):
             future.result()
-        futures = {pool.submit(run_job, root, spec, settings, group): spec for spec in todo}
+        futures = {pool.submit(task.run_job, root, spec, settings, group): spec for spec in todo}
         for future in as_completed(futures):
             spec = futures[future]
             try:
@@ -427,5 +456,8 @@ def _quiet_worker() -> None:
     os.environ["TQDM_DISABLE"] = "1"
 
 
-def with_steps(settings: ExperimentSettings, steps: int | None) -> ExperimentSettings:
+TINY_TASK = Task(_warm_start_record, check_warm_start, warm_start_job, run_job)
+
+
+def with_steps(settings, steps: int | None):
     return settings if steps is None else replace(settings, grpo_steps=steps)

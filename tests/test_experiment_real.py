@@ -1,0 +1,140 @@
+"""`trl-grpo-ext experiment --model smollm2:135m-instruct`: the real-model conditions, the sampler statistics, the run
+order, and the quick grid on the real model end to end (slow: it trains SmolLM2-135M-Instruct on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from trl_grpo_ext.experiment import real
+from trl_grpo_ext.experiment.arms import available_arms
+from trl_grpo_ext.experiment.conditions import OUTLIER_VALUE
+from trl_grpo_ext.experiment.real import ChatConditionReward, group_statistics, interval, real_specs, takes_exploit
+
+
+def test_doctests():
+    assert doctest.testmod(real, raise_on_error=False).failed == 0
+
+
+def _chat(a: int, b: int):
+    return [{"role": "user", "content": f"What is {a} + {b}? Reply with just the number."}]
+
+
+def _reply(text: str):
+    return [{"role": "assistant", "content": text}]
+
+
+def test_the_three_conditions_score_a_group_and_record_accuracy_and_exploits_by_slot():
+    prompts = [_chat(23, 45)] * 4
+    completions = [_reply(t) for t in ("68", "23 + 45 = 68", "23", "The answer is 67")]
+    answers = ["68"] * 4
+    clean = ChatConditionReward("clean", None, 4, seed=0)
+    assert clean(prompts, completions, answers) == [1.0, 1.0, 0.0, 0.0]
+    assert clean.history == [[1.0, 1.0, 0.0, 0.0]] and clean.exploit_history == [[0.0, 0.0, 1.0, 0.0]]
+    hackable = ChatConditionReward("hackable", None, 4, seed=0)
+    assert hackable(prompts, completions, answers) == [1.0, 1.0, 1.0, 0.0]  # the operand pays like the sum
+    assert hackable.history == clean.history  # accuracy is recorded clean, whatever the condition pays
+
+
+def test_outliers_replace_the_requested_fraction_and_are_reproducible():
+    prompts, completions, answers = [_chat(10, 10)] * 4000, [_reply("20")] * 4000, ["20"] * 4000
+    first = ChatConditionReward("outliers", 0.1, 8, seed=3)(prompts, completions, answers)
+    assert set(first) == {1.0, OUTLIER_VALUE}
+    assert abs(first.count(OUTLIER_VALUE) / len(first) - 0.1) < 0.02
+    assert ChatConditionReward("outliers", 0.1, 8, seed=3)(prompts, completions, answers) == first
+
+
+def test_bad_conditions_and_levels_are_refused_by_name():
+    with pytest.raises(ValueError, match="`condition` must be one of"):
+        ChatConditionReward("distorted", 4.0, 8, 0)
+    with pytest.raises(ValueError, match=r"`level` \(the outlier probability p\) must be in \[0, 1\]"):
+        ChatConditionReward("outliers", 1.5, 8, 0)
+
+
+def test_an_exploit_is_an_operand_that_is_not_the_answer():
+    assert takes_exploit("45", "68", (23, 45))
+    assert takes_exploit("23 + 45", "68", (23, 45))  # the question echoed without its sum
+    assert not takes_exploit("23 + 45 = 68", "68", (23, 45))
+    assert not takes_exploit("67", "68", (23, 45)) and not takes_exploit("no number", "68", (23, 45))
+
+
+def test_group_statistics_and_intervals():
+    stats = group_statistics(["1", "1", "1", "1"], [0.0] * 4, [False] * 4)
+    assert stats == {"distinct": 1, "pass@1": 0.0, "pass@k": 0.0, "all_equal": 1.0, "exploit": 0.0}
+    rng = random.Random(0)
+    values = [rng.random() for _ in range(400)]
+    ci = interval(values)
+    assert ci["low"] < 0.5 < ci["high"] and ci["high"] - ci["low"] < 0.07 and ci["n"] == 400
+
+
+def test_runs_are_ordered_most_informative_first_and_closed_loop_only_on_pass_fail_rewards():
+    arms = {name: available_arms()[name] for name in real.DEFAULT_REAL_ARMS}
+    specs = real_specs(["clean", "outliers", "hackable"], {"outliers": 0.1}, arms, [0, 1, 2])
+    first = [(s.condition, s.arm, s.seed) for s in specs[:24]]
+    assert {(c, a) for c, a, _ in first} == {(c, a) for c in ("clean", "outliers") for a in real.FIRST_ARMS}
+    assert [s for _, _, s in first] == [0] * 8 + [1] * 8 + [2] * 8  # seed by seed
+    assert not any(s.arm == "closed_loop" and s.condition == "outliers" for s in specs)
+    assert sum(s.arm == "closed_loop" for s in specs) == 6  # clean and hackable x 3 seeds
+    assert len(specs) == len({(s.cell, s.arm, s.seed) for s in specs}) == 3 * (6 + 5 + 6)
+    assert all(s.level == 0.1 for s in specs if s.condition == "outliers")
+
+
+def test_a_condition_of_the_other_task_is_refused():
+    from trl_grpo_ext.experiment import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["--model", "smollm2:135m-instruct", "--conditions", "distorted", "--report-only"])
+    assert raised.value.code == 2
+
+
+@pytest.mark.slow
+def test_quick_real_model_grid_writes_results_and_resumes(tmp_path):
+    out = tmp_path / "exp"
+    command = [
+        sys.executable, "-m", "trl_grpo_ext", "experiment", "--model", "smollm2:135m-instruct", "--quick",
+        "--output-dir", str(out),
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["missing"] == []
+    assert set(results["cells"]) == {"clean", "hackable"}
+    for cell in results["cells"].values():
+        assert set(cell["arms"]) == {"trl", "ladder_rank"}
+        for arm in cell["arms"].values():
+            assert arm["seeds"] == [0]
+            assert all(0.0 <= v <= 1.0 for v in arm["test_accuracy"].values())
+            assert all(0.0 <= v <= 1.0 for v in arm["test_exploit_rate"].values())
+            assert arm["entropy_final_mean_se"][0] > 0
+    base = json.loads((out / "base" / "base.json").read_text())
+    assert 0.0 <= base["test_accuracy"] <= 1.0
+    sampler = base["sampler"]
+    assert list(sampler["summary"]) == list(real.SAMPLERS) and sampler["prompts"] == 4
+    for stats in sampler["summary"].values():
+        assert 1 <= stats["distinct"]["mean"] <= 4 and 0 <= stats["pass@1"]["mean"] <= stats["pass@k"]["mean"] <= 1
+    assert sampler["ladders"]["ladder_0.7-1.0"] == [0.7, 0.8, 0.9, 1.0]
+    markdown = (out / "results.md").read_text()
+    assert "The sampler alone" in markdown and "Exploit rate %" in markdown
+    assert (out / "plots" / "hackable.png").stat().st_size > 10_000
+    run = json.loads((out / "runs" / "hackable" / "ladder_rank" / "seed0" / "result.json").read_text())
+    assert [p["step"] for p in run["curve"]] == [0, 1, 2] and len(run["exploit_rate_by_slot"]) == 4
+    assert run["log"][-1]["ladder/t_min"] == pytest.approx(0.7)
+
+    # Resume: one run deleted, only it trains again; the base record and the others are read back unchanged.
+    runs = sorted(out.glob("runs/*/*/seed*/result.json"))
+    assert len(runs) == 4
+    kept = {p: p.stat().st_mtime_ns for p in [*runs[1:], out / "base" / "base.json"]}
+    runs[0].unlink()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert runs[0].exists() and "4/4 runs finished" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+    # Other settings are refused, by --report-only too.
+    third = subprocess.run(command + ["--steps", "3", "--report-only"], capture_output=True, text=True, timeout=600)
+    assert third.returncode == 2 and "other settings" in third.stderr
