@@ -125,3 +125,40 @@ def test_report_without_trainer_state_is_a_clear_error(tmp_path, capsys):
     assert "save_state()" in err
     assert main([str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_draws_each_online_reward_model(tmp_path):
+    # Two online reward models (metric prefixes `rm` and `prefs`): one figure, a row each; their rows in report.md.
+    history = [
+        {
+            "step": 1,
+            "loss": 0.1,
+            "rm/loss": 0.69,
+            "rm/labels_used": 4.0,
+            "rm/budget_left": 6.0,
+            "prefs/labels_used": 2.0,
+        },
+        {
+            "step": 2,
+            "loss": 0.2,
+            "rm/loss": 0.55,
+            "rm/pair_accuracy": 0.5,
+            "rm/labels_used": 8.0,
+            "rm/budget_left": 2.0,
+        },
+        {"step": 3, "loss": 0.3, "rm/pair_accuracy": 0.75, "rm/labels_used": 10.0, "rm/budget_left": 0.0},
+        {"step": 3, "train_runtime": 3.0, "train_loss": 0.2},
+    ]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+
+    paths = write_report(tmp_path, tmp_path / "out")
+
+    assert [p.name for p in paths] == ["loss.png", "online_rm.png", "report.md"]
+    assert _is_png(paths[1]) and paths[1].stat().st_size > 20_000  # two rows of three panels
+    markdown = paths[-1].read_text()
+    assert "| `rm/loss` | 0.69 | 0.55 | -0.14 |" in markdown
+    assert "| `rm/pair_accuracy` | 0.5 | 0.75 | +0.25 |" in markdown
+    assert "| `rm/labels_used` | 4 | 10 | +6 |" in markdown
+    assert "| `rm/budget_left` | 6 | 0 | -6 |" in markdown
+    assert "| `prefs/labels_used` | 2 | 2 | +0 |" in markdown
+    assert "gold_agreement" not in markdown  # not logged: no row

@@ -12,6 +12,7 @@ one PNG per panel, skipping the panels whose metrics the run did not log:
 | `completion_length.png` | `completions/mean_length` (band: min to max), `completions/clipped_ratio`   |
 | `diversity.png`         | `ladder/distinct_frac`, `frac_reward_zero_std`                              |
 | `loss.png`              | `loss`, `kl`, `entropy` (also SFT runs' `loss`, `mean_token_accuracy`)      |
+| `online_rm.png`         | per online reward model `{name}`: `{name}/loss`; `{name}/pair_accuracy`, `{name}/gold_agreement`; `{name}/labels_used`, `{name}/budget_left`, `{name}/label_errors` |
 
 plus `report.md`: the first and last value of every plotted metric and links to the images. Works for any TRL or
 trl-grpo-ext run; nothing but the JSON file is read.
@@ -36,6 +37,8 @@ TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _RUNG = re.compile(r"^ladder/reward_rung_(\d+)$")
 _OBJECTIVE = re.compile(r"^rewards/(.+)/mean$")
+_ONLINE_RM = re.compile(r"^([^/]+)/labels_used$")  # every reward call of an online reward model logs it
+_ONLINE_RM_KEYS = ("loss", "pair_accuracy", "gold_agreement", "labels_used", "budget_left", "label_errors")
 _DPI = 100
 
 
@@ -284,6 +287,55 @@ def _plot_losses(series: dict[str, _Series], out: Path) -> Path | None:
     return _finish(fig, list(axes[0]), out / "loss.png")
 
 
+def _online_rm_names(series: dict[str, _Series]) -> list[str]:
+    """The metric prefixes of the run's online reward models (`rm` by default)."""
+    return sorted(m.group(1) for key in series if (m := _ONLINE_RM.match(key)) and m.group(1) != "rewards")
+
+
+def _plot_online_rm(series: dict[str, _Series], out: Path) -> Path | None:
+    names = _online_rm_names(series)
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 3, figsize=(11.5, 3.5 * len(names)), squeeze=False)
+    panels = [
+        ([("loss", "Bradley-Terry loss (mean over the update's steps)")], "loss", None),
+        (
+            [
+                ("pair_accuracy", "held-out pair accuracy (after the update)"),
+                ("gold_agreement", "agreement with the gold labels (before learning them)"),
+            ],
+            "fraction",
+            (0.0, 1.02),
+        ),
+        (
+            [("labels_used", "labels used"), ("budget_left", "budget left"), ("label_errors", "label errors")],
+            "labels",
+            None,
+        ),
+    ]
+    titles = ("loss", "accuracy", "labels")
+    for name, row in zip(names, axes):
+        for ax, (keys, ylabel, ylim), title in zip(row, panels, titles):
+            present = [(f"{name}/{key}", label) for key, label in keys if f"{name}/{key}" in series]
+            for key, label in present:
+                s = series[key]
+                ax.plot(
+                    s.steps,
+                    s.values,
+                    linewidth=1.5,
+                    marker="o" if len(s.steps) < 20 else None,
+                    markersize=3,
+                    label=label,
+                )
+            if not present:
+                ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.set(title=f"online reward model {name!r}: {title}", xlabel="training step", ylabel=ylabel)
+            if ylim is not None:
+                ax.set_ylim(*ylim)
+    return _finish(fig, list(axes.flatten()), out / "online_rm.png")
+
+
 def _markdown(run_dir: Path, state_path: Path, series: dict[str, _Series], images: list[Path], md_path: Path) -> str:
     plotted = (
         ["reward", "reward_std"]
@@ -293,6 +345,7 @@ def _markdown(run_dir: Path, state_path: Path, series: dict[str, _Series], image
         + ["ladder/t_min", "ladder/t_max", "ladder/zero_std_frac", "ladder/zero_std_target"]
         + ["completions/clipped_ratio", "ladder/distinct_frac", "frac_reward_zero_std", "loss", "kl", "entropy"]
         + ["mean_token_accuracy"]
+        + [f"{name}/{key}" for name in _online_rm_names(series) for key in _ONLINE_RM_KEYS]
     )
     steps = max((max(s.steps) for s in series.values()), default=0)
     lines = [
@@ -364,6 +417,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> list[Pat
             ylim=(0.0, 1.02),
         ),
         _plot_losses(series, out),
+        _plot_online_rm(series, out),
     ]
     images = [path for path in images if path is not None]
     md_path = out / "report.md"

@@ -53,7 +53,8 @@ class GoldLabeler:
 
     Args:
         fn (`Callable`):
-            A reward function `(prompts, completions, **columns) -> list[float | None]`, e.g. `accuracy`.
+            A reward function `(prompts, completions, **columns) -> list[float | None]`, e.g. `accuracy`, called
+            with keyword arguments as TRL calls it.
 
     Example:
     ```python
@@ -74,8 +75,9 @@ class GoldLabeler:
 
     def __call__(self, prompts, completions_a, completions_b, **columns) -> list[float | None | Exception]:
         n = _check_lengths("GoldLabeler", completions_a, completions_b)
-        rewards_a = list(self.fn(prompts, list(completions_a), **columns))
-        rewards_b = list(self.fn(prompts, list(completions_b), **columns))
+        # By keyword, as TRL calls a reward function (`def reward(completions, **kwargs)` is a valid one).
+        rewards_a = list(self.fn(prompts=prompts, completions=list(completions_a), **columns))
+        rewards_b = list(self.fn(prompts=prompts, completions=list(completions_b), **columns))
         if len(rewards_a) != n or len(rewards_b) != n:
             raise ValueError(f"The gold reward returned {len(rewards_a)} and {len(rewards_b)} rewards for {n} pairs.")
         return [_compare(a, b) for a, b in zip(rewards_a, rewards_b)]
