@@ -161,7 +161,7 @@ class QueueLabeler:
     read at the next poll. A label value outside {0, 0.5, 1, null} is passed on, and the online reward model refuses
     it under the reward error policy.
 
-    One writer: run it in a single training process.
+    One writer: under GRPOExtTrainer only process 0 asks the labeler (`OnlineRewardModel` broadcasts the labels).
 
     Args:
         path (`str | Path`):

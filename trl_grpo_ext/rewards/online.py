@@ -16,7 +16,10 @@ Where it runs: inside the reward call, which TRL makes once per generation batch
 of the loop); the update builds fresh tensors under `torch.inference_mode(False)` and `torch.enable_grad()`, with the
 reward model's own optimizer. The group size comes from GRPOExtTrainer, which calls group objectives
 (`needs_group = True`) on the whole global batch with `num_generations`; every process therefore makes the same
-update and the copies stay equal. With plain `trl.GRPOTrainer`, pass `num_generations` to the constructor.
+update and the copies stay equal. The labeler is asked on process 0 only and its labels are broadcast
+(`_on_main_process`), so a judge endpoint is called once, a label queue has one writer, and a labeler that would
+answer twice differently cannot split the copies; the `rm/*` metrics are then the same global value on every
+process. With plain `trl.GRPOTrainer`, pass `num_generations` to the constructor (and train on one process).
 
 State: the objective is also a `TrainerCallback` and `ExportableState` (GRPOExtTrainer adds it as a callback).
 `trainer_state.json` carries its counters (JSON only), and the tensors cannot go there, so `on_save` writes the
