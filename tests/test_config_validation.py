@@ -166,6 +166,8 @@ INVALID = [
     ("online_reward_model", {**LEARNED, "online_reward_model": '{"model": "tiny:tiny"'}, '{"model": "tiny:tiny"'),
     ("online_reward_model", {**LEARNED, "online_reward_model": {"labeler": GOLD}}, "None"),  # no model
     ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "budget": 8}}, "'budget'"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "model": "smollm2:135m-instruct"}}, "smollm2"),
+    ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "model": "tiny:huge"}}, "'tiny:huge'"),
     ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "num_generations": 4}}, "num_generations"),
     ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "update_every": -1}}, "-1"),
     ("online_reward_model", {**LEARNED, "online_reward_model": {**RM, "label_budget": 2.5}}, "2.5"),

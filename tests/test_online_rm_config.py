@@ -247,3 +247,26 @@ def test_python_and_config_build_the_same_objective(tmp_path):
     second = python(**batch)
     assert config(**batch) == pytest.approx(second, abs=1e-6)  # after one equal update
     assert second != pytest.approx(first, abs=1e-4)
+
+
+def test_resume_from_the_config_gives_the_uninterrupted_reward_model(gold_run, tmp_path):
+    # gold_run trained 3 steps straight; here 2 steps, a checkpoint, then a resumed run for the third.
+    from tests.test_online_rm import StopAfter
+
+    trainer, rm, _, _, _ = gold_run
+    recipe = {**yaml.safe_load(RECIPE), "save_strategy": "steps", "save_steps": 2}
+    stopped = build_trainer(tmp_path, reward_funcs=None, **recipe)
+    stopped.add_callback(StopAfter(2))
+    stopped.train()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / "online_rm" / "rm" / "model.safetensors").is_file()
+    resumed = build_trainer(tmp_path, reward_funcs=None, **recipe)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    resumed_rm = _online_rm(resumed)
+    expected = [e for e in trainer.state.log_history if e.get("step") == 3 and "rm/labels_used" in e][0]
+    actual = [e for e in resumed.state.log_history if e.get("step") == 3 and "rm/labels_used" in e][0]
+    rm_keys = [k for k in expected if k.startswith("rm/")]
+    assert {k: actual[k] for k in rm_keys} == pytest.approx({k: expected[k] for k in rm_keys}, abs=1e-6)
+    assert (resumed_rm.labels_used, resumed_rm.updates) == (rm.labels_used, rm.updates) == (10, 3)
+    for key, value in rm.model.state_dict().items():
+        torch.testing.assert_close(resumed_rm.model.state_dict()[key], value, atol=1e-6, rtol=1e-5)

@@ -170,6 +170,22 @@ def _check_labeler(value: Any, judge: Mapping | None) -> dict[str, Any] | None:
     return spec
 
 
+def _check_kit_reward_model(model: str) -> None:
+    """A kit name must be one whose directory has a reward model: `tiny:<size>[@seed]` (its `reward/`)."""
+    from ..kit import is_kit_name
+    from ..kit.tiny import MODEL_SIZES
+
+    if not is_kit_name(model):
+        return
+    size, _, seed = model.removeprefix("tiny:").partition("@")
+    if not model.startswith("tiny:") or size not in MODEL_SIZES or (seed and not seed.isdigit()):
+        raise ValueError(
+            f"`{FIELD}.model` {model!r} is not a kit reward model: the kit's reward models are "
+            f"{[f'tiny:{s}' for s in sorted(MODEL_SIZES)]} (optionally '@seed'); other kit models are causal LMs "
+            "without a reward head. Give a sequence classifier's path or Hub id instead."
+        )
+
+
 def check_online_reward_model_config(value: Any, judge: Mapping | None = None) -> dict[str, Any]:
     """The `online_reward_model` block, validated (every key, its range, the labeler); nothing is loaded.
 
@@ -206,6 +222,7 @@ def check_online_reward_model_config(value: Any, judge: Mapping | None = None) -
             f"`{FIELD}.model` is required: a sequence-classification reward model (a path, a Hub id or a kit name "
             f"such as 'tiny:tiny'), got {config.get('model')!r}."
         )
+    _check_kit_reward_model(config["model"])
     name = config.get("name", "rm")
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"`{FIELD}.name` must be a non-empty string without '/', got {name!r}.")
