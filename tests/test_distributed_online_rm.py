@@ -4,6 +4,7 @@
 in groups of 4 (a group straddles the processes), a gold labeler that fails on some completions (`skip`). Here, in
 one process, the same objective built from the same config is called on the global batches the run scored: its
 weights, counters and rm/* metrics must equal the run's, on both processes, with the labels asked once (process 0).
+After training, a labeler that raises: under `raise` both processes raise, under `skip` both count the same errors.
 """
 
 import json
@@ -104,3 +105,14 @@ def test_rm_metrics_equal_one_process_and_errors_are_not_multiplied(record, repl
     assert [u + b for u, b in zip(used, left)] == [run.ONLINE_REWARD_MODEL["label_budget"]] * run.MAX_STEPS  # once
     assert used == sorted(used) and used[-1] > used[0]
     assert not any(math.isnan(v) for e in steps for k, v in e.items() if k in RM_KEYS)
+
+
+def test_a_labeler_error_on_process_0_is_raised_on_every_process(record):
+    _, ranks = record
+    faults = [r["faults"] for r in ranks]
+    assert faults[0]["calls"] == [run.ONLINE_REWARD_MODEL["pairs_per_update"]] * 2 and faults[1]["calls"] == []
+    assert faults[0]["raise"]["error"].startswith("ObjectiveError: Objective 'rm': labeler")
+    assert "RuntimeError: labeler down" in faults[0]["raise"]["error"]
+    assert faults[1]["raise"]["error"].startswith("ObjectiveError: ObjectiveError on process 0: Objective 'rm'")
+    for fault in faults:  # skip: the same count on both, the pairs dropped
+        assert fault["skip"]["logged"]["rm/label_errors"] == run.ONLINE_REWARD_MODEL["pairs_per_update"]

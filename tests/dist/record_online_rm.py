@@ -5,8 +5,8 @@
 Launched by tests/test_distributed_online_rm.py (CPU, gloo). 6 rows per process in groups of 4, so a group straddles
 the processes. The gold labeler (`flaky_gold`) fails on some completions (a fault under `skip`, counted in
 `rm/label_errors`) and counts its calls per process. Each process writes OUTPUT_DIR/rank{index}.json (the global
-batches the reward model scored, the gold's calls) and its reward model's state to OUTPUT_DIR/rank{index}/; the main
-process adds the log history.
+batches the reward model scored, the gold's calls, what a raising labeler did after training under each policy) and
+its reward model's state to OUTPUT_DIR/rank{index}/; the main process adds the log history.
 """
 
 from __future__ import annotations
@@ -43,6 +43,28 @@ def flaky_gold(completions, **kwargs):
     return [math.nan if c and ord(c[0]) % 2 == 0 else float(sum(ch.isdigit() for ch in c)) for c in completions]
 
 
+def _labeler_faults(rm: OnlineRewardModel, batch: dict) -> dict:
+    """After training: a labeler that raises, called by the objective on the last global batch, under each policy."""
+    calls = []
+
+    def broken(prompts, completions_a, completions_b, **columns):
+        calls.append(len(completions_a))
+        raise RuntimeError("labeler down")
+
+    rm.labeler, rm.label_budget = broken, None  # the budget is spent: lift it so that the objective asks again
+    outcome = {}
+    for policy in ("raise", "skip"):
+        rm.error_policy = policy
+        logged = {}
+        try:
+            rm(**batch, num_generations=NUM_GENERATIONS, log_metric=logged.__setitem__)
+            outcome[policy] = {"logged": logged}
+        except Exception as exc:  # the test asserts that every process raises
+            outcome[policy] = {"error": f"{type(exc).__name__}: {exc}"}
+    outcome["calls"] = calls
+    return outcome
+
+
 def main(output_dir: str, model_path: str) -> None:
     output_dir = Path(output_dir)
     args = tiny_args(
@@ -69,6 +91,8 @@ def main(output_dir: str, model_path: str) -> None:
     trainer.train()
     rank = trainer.accelerator.process_index
     rm.save_state(output_dir / f"rank{rank}")
+    rm.score = score  # stop recording: the calls below are not training's
+    faults = _labeler_faults(rm, scored[-1])
     import tests.dist.record_online_rm as gold_module  # the labeler imported this module by name; this is __main__
 
     record = {
@@ -77,6 +101,7 @@ def main(output_dir: str, model_path: str) -> None:
         "scored": scored,
         "gold_calls": gold_module.GOLD_CALLS,
         "labels_used": rm.labels_used,
+        "faults": faults,
         "log_history": trainer.state.log_history if trainer.accelerator.is_main_process else None,
     }
     (output_dir / f"rank{rank}.json").write_text(json.dumps(record))
