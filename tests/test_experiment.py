@@ -167,3 +167,37 @@ def test_a_finished_run_is_reused_with_more_seeds_but_refused_with_other_setting
     assert _finished(path, QUICK_SETTINGS, {"advantage_estimator": "rank"})
     with pytest.raises(ValueError, match="give the changed arm a new name"):
         _finished(path, QUICK_SETTINGS, {"advantage_estimator": "zscore"})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_command_takes_its_workers_with_it(tmp_path):
+    """A timeout or a session's end kills `experiment`; its spawned workers must not keep training (they did)."""
+    import os
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from trl_grpo_ext.experiment.runner import _quiet_worker\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=_quiet_worker) as pool:\n"
+        "        print(pool.submit(os.getpid).result(), flush=True)\n"
+        "        pool.submit(time.sleep, 120).result()\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            state = next(line for line in open(f"/proc/{worker}/status") if line.startswith("State"))
+        except (FileNotFoundError, StopIteration):
+            break
+        if "zombie" in state:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail("the worker outlived the killed command")

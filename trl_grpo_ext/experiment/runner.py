@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -452,8 +453,17 @@ def execute(root: Path, settings, specs: list[RunSpec], workers: int, group: str
 
 
 def _quiet_worker() -> None:
-    """Workers print nothing: no per-phase bars of the warm start (tqdm reads TQDM_DISABLE when first imported)."""
+    """Workers print nothing (no per-phase bars of the warm start: tqdm reads TQDM_DISABLE when first imported), and
+    on Linux they end with the command: a killed `experiment` (a timeout, a session's end) leaves no run training."""
     os.environ["TQDM_DISABLE"] = "1"
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 TINY_TASK = Task(_warm_start_record, check_warm_start, warm_start_job, run_job)
