@@ -36,7 +36,9 @@ _DISPATCHED = {
     "report": "Write a report of finished runs (trl_grpo_ext.report)",
     "bench": "Run the benchmarks (trl_grpo_ext.bench)",
     "experiment": "Run the controlled ablations (trl_grpo_ext.experiment)",
+    "preference-experiment": "Run the online reward model over-optimisation experiment (trl_grpo_ext.experiment.preference)",
 }
+_DISPATCHED_MODULES = {"preference-experiment": "experiment.preference"}  # subcommands whose module is not their name
 
 
 @dataclass
@@ -694,7 +696,7 @@ def tiny(argv: list[str]) -> int:
 
 def _dispatch(name: str, argv: list[str]) -> int:
     """Hand `argv` to `trl_grpo_ext.<name>.main`, imported only now."""
-    module_name = f"{__package__}.{name}"
+    module_name = f"{__package__}.{_DISPATCHED_MODULES.get(name, name)}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

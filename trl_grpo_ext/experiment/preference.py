@@ -72,6 +72,7 @@ from .runner import (
     _differences,
     _fingerprint,
     _finished,
+    _warm_start_settings,
     _write_json,
     check_warm_start,
     warm_start_dir,
@@ -101,19 +102,26 @@ ONLINE_ARMS = ("online_random", "online_top", "online_uncertain")
 class PreferenceSettings:
     """Sizes of the over-optimisation experiment (the warm start and GRPO hyper-parameters are the demo's)."""
 
-    demo: DemoSettings = field(default_factory=lambda: DemoSettings(grpo_batch_size=64))
+    # The demo's warm start; 8 prompts x 8 completions per step and a 4x lower learning rate than the demo's 2e-4
+    # (chosen on validation: at 2e-4 the policy left the warm start's accuracy within 10 steps under any learnt
+    # proxy, faster than 3 labels a step can correct; gold reached the same validation accuracy at 5e-5).
+    demo: DemoSettings = field(default_factory=lambda: DemoSettings(grpo_batch_size=64, grpo_learning_rate=5e-5))
     grpo_steps: int = 60
     eval_every: int = 10
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     select_seed: int = 100
     seed_set_size: int = 64  # gold-labelled warm-start pairs the proxy learns before GRPO (chosen with --select)
-    seed_prompts: int = 96  # train prompts whose K warm-start samples give the seed set, as many for the extras
-    rm_learning_rate: float = 1e-3  # the proxy's AdamW, before and during GRPO
+    # Train prompts whose K warm-start samples give the seed set: enough for the spurious condition, whose pairs (the
+    # right completion longer than the wrong one) are rare: ~20 per 96 prompts at seed 100 (warm-start errors are mostly of the
+    # right length).
+    seed_prompts: int = 1024
+    extra_prompts: int = 64  # further train prompts, whose samples give frozen_matched's extra labels
+    rm_learning_rate: float = 1e-4  # the proxy's AdamW, before and during GRPO (1e-3 overfitted the seed set)
     rm_epochs: int = 10  # passes over the seed set
     rm_batch_size: int = 16
     label_fraction: float = 0.05  # online labels per step = floor(this x completions per step)
     replay_pairs: int = 8
-    update_steps: int = 2
+    update_steps: int = 4
     fresh_prompts: int = 48  # validation prompts x K samples for the on-policy pair accuracy
 
     @property
@@ -152,8 +160,9 @@ QUICK_SETTINGS = PreferenceSettings(
     grpo_steps=3,
     eval_every=1,
     seeds=(0,),
-    seed_set_size=6,
-    seed_prompts=32,
+    seed_set_size=4,
+    seed_prompts=96,
+    extra_prompts=16,
     rm_epochs=2,
     fresh_prompts=4,
 )
@@ -181,7 +190,7 @@ def select_top(num_generations: int):
     >>> from trl_grpo_ext.rewards.online import group_pairs
     >>> select = select_top(3)
     >>> select(group_pairs(6, 3), 2, [0.1, 0.9, 0.2, 0.5, 0.0, 0.3], random.Random(0))
-    [(0, 1), (3, 5)]
+    [(1, 2), (3, 5)]
     """
 
     def select(pairs, k, scores, rng):
@@ -409,25 +418,36 @@ def _fingerprint_of(settings: PreferenceSettings) -> dict:
     return _fingerprint(asdict(settings))
 
 
-def proxy_dir(root: Path, seed: int, size: int) -> Path:
-    return root / "proxy" / f"seed{seed}" / f"size{size}"
+def proxy_dir(root: Path, seed: int, settings: PreferenceSettings) -> Path:
+    """`proxy/seed{s}/size{N}-{digest}`: one directory per seed and proxy settings (the digest of `_proxy_settings`),
+    so runs of other reward-model settings never share or overwrite a proxy."""
+    recorded = json.dumps(_proxy_settings(settings), sort_keys=True).encode()
+    return root / "proxy" / f"seed{seed}" / f"size{settings.seed_set_size}-{hashlib.sha256(recorded).hexdigest()[:8]}"
 
 
-_PROXY_FIELDS = ("seed_set_size", "seed_prompts", "rm_learning_rate", "rm_epochs", "rm_batch_size", "fresh_prompts")
+_PROXY_FIELDS = (
+    "seed_set_size",
+    "seed_prompts",
+    "extra_prompts",
+    "rm_learning_rate",
+    "rm_epochs",
+    "rm_batch_size",
+    "fresh_prompts",
+)
 
 
 def _proxy_settings(settings: PreferenceSettings) -> dict:
     return {
         **{name: getattr(settings, name) for name in _PROXY_FIELDS},
         "matched_extra": settings.label_budget,
-        "warm_start": json.loads(json.dumps(asdict(settings.demo))),
+        "warm_start": _warm_start_settings(settings.experiment()),
     }
 
 
 def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int = 1) -> dict:
     """Sample the warm-start policy, build the seed sets of both conditions and train their proxies (`seed`: the
     seed set; `matched`: the seed set + `label_budget` random warm-start pairs), once; `proxy.json` records it."""
-    directory = proxy_dir(root, seed, settings.seed_set_size)
+    directory = proxy_dir(root, seed, settings)
     info_path = directory / "proxy.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -452,16 +472,15 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
         policy = build_tiny_model(tokenizer, size="small", seed=seed)
         policy.load_state_dict(weights)
         train, validation, _ = _datasets(settings.experiment(), seed)
-        if 2 * settings.seed_prompts > len(train):
-            raise ValueError(
-                f"`seed_prompts` x 2 = {2 * settings.seed_prompts} exceeds the {len(train)} train problems."
-            )
+        end = settings.seed_prompts + settings.extra_prompts
+        if end > len(train):
+            raise ValueError(f"`seed_prompts` + `extra_prompts` = {end} exceeds the {len(train)} train problems.")
         k, max_new = demo.num_generations, demo.max_completion_length
         seed_groups = sample_groups(policy, tokenizer, train.select(range(settings.seed_prompts)), k, max_new, seed)
         extra_groups = sample_groups(
             policy,
             tokenizer,
-            train.select(range(settings.seed_prompts, 2 * settings.seed_prompts)),
+            train.select(range(settings.seed_prompts, end)),
             k,
             max_new,
             seed + 1,
@@ -507,7 +526,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
     return info
 
 
-def _load_proxy(root: Path, seed: int, size: int, condition: str, kind: str, tokenizer):
+def _load_proxy(root: Path, seed: int, settings: PreferenceSettings, condition: str, kind: str, tokenizer):
     import torch
 
     from ..kit.tiny import build_tiny_model
@@ -515,7 +534,7 @@ def _load_proxy(root: Path, seed: int, size: int, condition: str, kind: str, tok
     # The backbone's shapes come from the policy; the weights are the trained proxy's.
     skeleton = build_tiny_model(tokenizer, size="small", seed=seed).state_dict()
     model = build_proxy(tokenizer, skeleton, seed)
-    model.load_state_dict(torch.load(proxy_dir(root, seed, size) / f"{condition}_{kind}.pt", weights_only=True))
+    model.load_state_dict(torch.load(proxy_dir(root, seed, settings) / f"{condition}_{kind}.pt", weights_only=True))
     return model
 
 
@@ -552,7 +571,7 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
             # The seed-set proxies ride along at weight 0: what they would have said of the gold-trained policy.
             proxies = {
                 f"proxy_{c}": OnlineRewardModel(
-                    _load_proxy(root, spec.seed, settings.seed_set_size, c, "seed", tokenizer),
+                    _load_proxy(root, spec.seed, settings, c, "seed", tokenizer),
                     tokenizer,
                     name=f"proxy_{c}",
                 )
@@ -579,7 +598,7 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
                     learning_rate=settings.rm_learning_rate,
                     seed=spec.seed,
                 )
-            proxy = _load_proxy(root, spec.seed, settings.seed_set_size, spec.condition, arm["rm"], tokenizer)
+            proxy = _load_proxy(root, spec.seed, settings, spec.condition, arm["rm"], tokenizer)
             rm = OnlineRewardModel(proxy, tokenizer, name="rm", **online)
             start_digest = _weights_digest(rm.model)
             reward = WeightedReward({"rm": rm, "gold": gold_reward}, weights={"rm": 1.0, "gold": 0.0})
@@ -643,9 +662,7 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
             result |= {"labels_used": 0, "label_budget": 0}
         seed_kind = "seed" if rm is None else arm["rm"]
         result["seed_rm_fresh_pair_accuracy"] = {
-            c: pair_accuracy(
-                _load_proxy(root, spec.seed, settings.seed_set_size, c, seed_kind, tokenizer), tokenizer, fresh
-            )
+            c: pair_accuracy(_load_proxy(root, spec.seed, settings, c, seed_kind, tokenizer), tokenizer, fresh)
             for c in (CONDITIONS if rm is None else (spec.condition,))
         }
         if spec.split is not None:
@@ -739,6 +756,39 @@ def select_seed_set_size(root: Path, settings: PreferenceSettings, sizes: list[i
     }
     _write_json(root / "selection.json", record)
     return record
+
+
+def write_selection_record(root: Path) -> Path:
+    """DIR/selection.md: every validation run under DIR/select (the seed-set sizes and the tuning runs), with the
+    settings that differ from the defaults, its validation gold curve and whether it was exploited."""
+    defaults = _fingerprint_of(FULL_SETTINGS)
+    lines = [
+        "# Validation runs (selection seed, validation split only)",
+        "",
+        "| group | seed set | arm | settings that differ from the defaults | validation gold accuracy % at steps "
+        "0, 10, ... | proxy first -> last 10 steps | exploited | RM pair acc. fresh % | labels |",
+        "|---|---|---|---|---|---|---|---:|---:|",
+    ]
+    for path in sorted((root / "select").glob("*/*/*/seed*/result.json")):
+        r = json.loads(path.read_text())
+        changed = [
+            d.replace(" in run, ", " (default ").replace(" here", ")")
+            for d in _differences(r["settings"], defaults, "run")
+        ]
+        curve = " ".join(f"{100 * p['accuracy']:.0f}" for p in r["curve"])
+        first, last = _window(r, "rewards/rm/mean", False), _window(r, "rewards/rm/mean", True)
+        proxy = "-" if first is None else f"{first:.2f} -> {last:.2f}"
+        fresh = r.get("rm_fresh_pair_accuracy")
+        lines.append(
+            f"| {path.parts[-5]} | {r['condition']} | {r['arm']} | {', '.join(changed) or '-'} | {curve} | {proxy} | "
+            f"{r['exploited']} | {'-' if fresh is None else f'{100 * fresh:.0f}'} | {r['labels_used']} |"
+        )
+    if (root / "selection.json").exists():
+        record = json.loads((root / "selection.json").read_text())
+        lines += ["", f"Seed-set size chosen: {record['seed_set_size']} ({record['rule']})."]
+    out = root / "selection.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -1093,8 +1143,17 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="SIZE",
-        help="choose the seed-set size among these (default 16 64 256) on validation, then stop",
+        help="choose the seed-set size among these (default 16 64 128) on validation, then stop",
     )
+    parser.add_argument(
+        "--validate",
+        default=None,
+        metavar="TAG",
+        help="train --arms on the selection seed, validation split only (to tune on), in DIR/select/size{N}-TAG",
+    )
+    parser.add_argument("--grpo-learning-rate", type=float, default=None, help="default: 5e-5")
+    parser.add_argument("--rm-learning-rate", type=float, default=None, help="default: 1e-4")
+    parser.add_argument("--update-steps", type=int, default=None, help="online AdamW steps per update; default 4")
     parser.add_argument("--report-only", action="store_true", help="summarise finished runs, train nothing")
     args = parser.parse_args(argv)
 
@@ -1103,11 +1162,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, grpo_steps=args.steps)
     if args.seeds:
         settings = replace(settings, seeds=tuple(args.seeds))
+    if args.grpo_learning_rate is not None:
+        settings = replace(settings, demo=replace(settings.demo, grpo_learning_rate=args.grpo_learning_rate))
+    if args.rm_learning_rate is not None:
+        settings = replace(settings, rm_learning_rate=args.rm_learning_rate)
+    if args.update_steps is not None:
+        settings = replace(settings, update_steps=args.update_steps)
     root = Path(args.output_dir or (DEFAULT_OUTPUT_DIR + ("-quick" if args.quick else "")))
     root.mkdir(parents=True, exist_ok=True)
     try:
         if args.select is not None:
-            record = select_seed_set_size(root, settings, args.select or [16, 64, 256])
+            record = select_seed_set_size(root, settings, args.select or [16, 64, 128])
+            write_selection_record(root)
             print(json.dumps({k: v for k, v in record.items() if k != "settings"}, indent=1))
             return 0
         size = args.seed_set_size
@@ -1115,6 +1181,16 @@ def main(argv: list[str] | None = None) -> int:
             size = json.loads((root / "selection.json").read_text())["seed_set_size"]
         if size is not None:
             settings = replace(settings, seed_set_size=size)
+        if args.validate:
+            specs = grid_specs(args.conditions, args.arms, [settings.select_seed], split=None)
+            group = f"select/size{settings.seed_set_size}-{args.validate}"
+            for r in execute(root, settings, specs, group=group):
+                curve = " ".join(f"{p['accuracy']:.3f}" for p in r["curve"])
+                print(
+                    f"{r['cell']}/{r['arm']}: validation {curve}; exploited {r['exploited']}; labels {r['labels_used']}"
+                )
+            write_selection_record(root)
+            return 0
         specs = grid_specs(args.conditions, args.arms, list(settings.seeds))
         start = time.perf_counter()
         if args.report_only:
