@@ -2,7 +2,8 @@ r"""`trl-grpo-ext preference-experiment`: does learning the reward model online 
 
     trl-grpo-ext preference-experiment [--output-dir DIR] [--quick] [--seeds 0 1 2 3 4] [--steps N]
                                        [--conditions plain spurious] [--arms gold frozen ...] [--seed-set-size N]
-                                       [--select] [--report-only]
+                                       [--select [SIZE ...]] [--validate TAG] [--grpo-learning-rate LR]
+                                       [--rm-learning-rate LR] [--update-steps N] [--report-only]
 
 (also `python -m trl_grpo_ext.experiment.preference ...`; issue #23, item 6.)
 
@@ -40,7 +41,9 @@ reward model's weights moved. `frozen` counts as *exploited* in a seed when its 
 `--select` chooses the seed-set size on the validation split, from its own warm start (`select_seed`, not a grid
 seed): `frozen` at each candidate size under both conditions; the largest size at which `frozen` is exploited in
 both conditions is kept (the most labels that still leave something to fix), written to DIR/selection.json, which
-later grid runs read.
+later grid runs read. `--validate TAG` trains `--arms` on the selection seed (validation split only) in
+DIR/select/size{N}-TAG, to tune the other settings on; DIR/selection.md lists every validation run with the settings
+it differs in.
 
 Layout of DIR: `warmstart/seed{s}/` (runner's SFT warm start), `proxy/seed{s}/` (warm-start samples, seed sets,
 the trained proxies), `runs/{condition}/{arm}/seed{s}/result.json` (gold: `runs/shared/gold/...`), `select/...`,
@@ -110,11 +113,13 @@ class PreferenceSettings:
     eval_every: int = 10
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     select_seed: int = 100
-    seed_set_size: int = 64  # gold-labelled warm-start pairs the proxy learns before GRPO (chosen with --select)
-    # Train prompts whose K warm-start samples give the seed set: enough for the spurious condition, whose pairs (the
-    # right completion longer than the wrong one) are rare: ~20 per 96 prompts at seed 100 (warm-start errors are mostly of the
-    # right length).
+    seed_set_size: int = 128  # gold-labelled warm-start pairs the proxy learns before GRPO (chosen with --select)
+    # Train prompts whose K warm-start samples give the seed set, sampled `seed_prompts` at a time until the spurious
+    # condition has its pairs (the right completion longer than the wrong one), which are rare: warm-start errors are
+    # mostly of the right length (76 such pairs in 1,024 prompts at seed 0, 159 at seed 100), at most
+    # `max_seed_prompts`.
     seed_prompts: int = 1024
+    max_seed_prompts: int = 3072
     extra_prompts: int = 64  # further train prompts, whose samples give frozen_matched's extra labels
     rm_learning_rate: float = 1e-4  # the proxy's AdamW, before and during GRPO (1e-3 overfitted the seed set)
     rm_epochs: int = 10  # passes over the seed set
@@ -162,6 +167,7 @@ QUICK_SETTINGS = PreferenceSettings(
     seeds=(0,),
     seed_set_size=4,
     seed_prompts=96,
+    max_seed_prompts=96,
     extra_prompts=16,
     rm_epochs=2,
     fresh_prompts=4,
@@ -249,9 +255,14 @@ def seed_set(groups: list[dict], size: int, condition: str, rng: random.Random) 
     if len(pool) < size:
         raise ValueError(
             f"the warm-start samples hold {len(pool)} {condition} decided pairs, fewer than the seed set's {size}; "
-            "raise `seed_prompts`."
+            "raise `max_seed_prompts`."
         )
     return rng.sample(pool, size)
+
+
+def _spurious_available(groups: list[dict]) -> int:
+    pool = [p for g in groups for p in decided_pairs(g["prompt"], g["completions"], g["gold"], g["answer"])]
+    return sum(len(p["chosen"].strip()) > len(p["rejected"].strip()) for p in pool)
 
 
 def random_pairs(groups: list[dict], size: int, rng: random.Random) -> list[dict]:
@@ -428,6 +439,7 @@ def proxy_dir(root: Path, seed: int, settings: PreferenceSettings) -> Path:
 _PROXY_FIELDS = (
     "seed_set_size",
     "seed_prompts",
+    "max_seed_prompts",
     "extra_prompts",
     "rm_learning_rate",
     "rm_epochs",
@@ -472,15 +484,25 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
         policy = build_tiny_model(tokenizer, size="small", seed=seed)
         policy.load_state_dict(weights)
         train, validation, _ = _datasets(settings.experiment(), seed)
-        end = settings.seed_prompts + settings.extra_prompts
+        end = settings.max_seed_prompts + settings.extra_prompts
         if end > len(train):
-            raise ValueError(f"`seed_prompts` + `extra_prompts` = {end} exceeds the {len(train)} train problems.")
+            raise ValueError(f"`max_seed_prompts` + `extra_prompts` = {end} exceeds the {len(train)} train problems.")
         k, max_new = demo.num_generations, demo.max_completion_length
-        seed_groups = sample_groups(policy, tokenizer, train.select(range(settings.seed_prompts)), k, max_new, seed)
+        seed_groups, used = [], 0
+        while used < settings.max_seed_prompts and (
+            not seed_groups or _spurious_available(seed_groups) < settings.seed_set_size
+        ):
+            more = min(settings.seed_prompts, settings.max_seed_prompts - used)
+            # The first round draws with `seed` itself, later rounds with their own seeds.
+            draw_seed = seed if used == 0 else seed + 1000 * (used // settings.seed_prompts)
+            seed_groups += sample_groups(
+                policy, tokenizer, train.select(range(used, used + more)), k, max_new, draw_seed
+            )
+            used += more
         extra_groups = sample_groups(
             policy,
             tokenizer,
-            train.select(range(settings.seed_prompts, end)),
+            train.select(range(settings.max_seed_prompts, end)),
             k,
             max_new,
             seed + 1,
@@ -499,6 +521,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
         info = {
             "seed": seed,
             "settings": _proxy_settings(settings),
+            "seed_prompts_sampled": used,
             "warm_start_sample_gold": sum(sum(g["gold"]) for g in seed_groups) / (k * len(seed_groups)),
             "warm_start_fresh_pairs": len(warm_pairs),
             "warm_start_longer_wins": _longer_wins(warm_pairs),
@@ -1134,7 +1157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: 3 GRPO steps, 1 seed, a 20-step warm start")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
-    parser.add_argument("--seed-set-size", type=int, default=None, help="default: DIR/selection.json's, else 64")
+    parser.add_argument("--seed-set-size", type=int, default=None, help="default: DIR/selection.json's, else 128")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     parser.add_argument(
