@@ -84,6 +84,22 @@ def test_runs_are_ordered_most_informative_first_and_closed_loop_only_on_pass_fa
     assert all(s.level == 0.1 for s in specs if s.condition == "outliers")
 
 
+def test_sampler_summary_pairs_prompts_and_a_record_without_rows_is_measured_again():
+    rows = {
+        "constant_1.0": [{"pass@1": 0.0, "distinct": 8}, {"pass@1": 0.25, "distinct": 7}],
+        "ladder_0.7-1.0": [{"pass@1": 0.5, "distinct": 7}, {"pass@1": 0.5, "distinct": 7}],
+        "constant_0.85": [{"pass@1": 0.25, "distinct": 8}, {"pass@1": 0.5, "distinct": 6}],
+    }
+    record = real.summarise_sampler({"prompts": 2, "num_generations": 8, "per_prompt": rows, "seconds": {}})
+    assert record["summary"]["ladder_0.7-1.0"]["pass@1"]["mean"] == 0.5
+    assert record["paired"]["ladder_0.7-1.0 - constant_1.0"]["pass@1"]["mean"] == pytest.approx(0.375)
+    assert record["paired"]["ladder_0.7-1.0 - constant_0.85"]["distinct"]["mean"] == pytest.approx(0.0)
+    assert record["ladders"]["constant_0.85"] == [0.85] * 8
+    assert real._missing_samplers({"sampler": record}) == ["centred_0.85-1.15"]
+    # The first records held summaries only: every sampler is measured again (seeded, so the same samples).
+    assert real._missing_samplers({"sampler": {"summary": record["summary"]}}) == list(real.SAMPLERS)
+
+
 def test_a_condition_of_the_other_task_is_refused():
     from trl_grpo_ext.experiment import main
 
@@ -134,6 +150,18 @@ def test_quick_real_model_grid_writes_results_and_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert runs[0].exists() and "4/4 runs finished" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
+
+    # A sampler that joins later is measured alone before the grid goes on; the others' rows are kept.
+    record = json.loads((out / "base" / "base.json").read_text())
+    kept_rows = {name: rows for name, rows in record["sampler"]["per_prompt"].items() if name != "constant_0.85"}
+    del record["sampler"]["per_prompt"]["constant_0.85"]
+    (out / "base" / "base.json").write_text(json.dumps(record))
+    fourth = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    sampler = json.loads((out / "base" / "base.json").read_text())["sampler"]
+    assert list(sampler["per_prompt"]) == list(real.SAMPLERS)
+    assert {n: r for n, r in sampler["per_prompt"].items() if n != "constant_0.85"} == kept_rows
+    assert "ladder_0.7-1.0 - constant_0.85" in sampler["paired"]
 
     # Other settings are refused, by --report-only too.
     third = subprocess.run(command + ["--steps", "3", "--report-only"], capture_output=True, text=True, timeout=600)

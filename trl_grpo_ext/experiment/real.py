@@ -48,7 +48,16 @@ DEFAULT_REAL_LEVELS = {"outliers": 0.1}
 FIRST_CONDITIONS = ("clean", "outliers")  # the most informative cells run first
 FIRST_ARMS = ("trl", "rank", "ladder", "ladder_rank")
 DEFAULT_REAL_ARMS = ("trl", "rank", "ladder", "ladder_rank", "ladder_centred", "closed_loop")
-SAMPLERS = {"constant_1.0": (1.0, 1.0), "ladder_0.7-1.0": (0.7, 1.0), "centred_0.85-1.15": (0.85, 1.15)}
+# The sampler-alone comparison; the first is the reference of the paired differences. constant_0.85 is the 0.7-1.0
+# ladder's mean temperature: against it, the ladder's spread alone (it joined after the first three were measured;
+# `base_job` measures a missing sampler before the grid goes on).
+SAMPLERS = {
+    "constant_1.0": (1.0, 1.0),
+    "ladder_0.7-1.0": (0.7, 1.0),
+    "centred_0.85-1.15": (0.85, 1.15),
+    "constant_0.85": (0.85, 0.85),
+}
+SAMPLER_PAIRS = (("ladder_0.7-1.0", "constant_0.85"),)  # paired beyond "each minus the first": the spread alone
 
 
 @dataclass(frozen=True)
@@ -200,10 +209,18 @@ def group_statistics(texts: Sequence[str], correct: Sequence[float], exploit: Se
     }
 
 
-def sampler_statistics(model, tokenizer, dataset, settings: RealExperimentSettings, batch_prompts: int = 25) -> dict:
-    """The sampler alone, on `model`: for each sampler of `SAMPLERS`, K samples of every prompt of `dataset` in
-    batched `generate` calls (each row at its rung's temperature, `RowTemperatureLogitsProcessor`), the per-prompt
-    `group_statistics`, their means with 95 % intervals over prompts, and the paired differences to constant T."""
+def sampler_statistics(
+    model,
+    tokenizer,
+    dataset,
+    settings: RealExperimentSettings,
+    names: Sequence[str] | None = None,
+    batch_prompts: int = 25,
+) -> dict:
+    """The sampler alone, on `model`: for each sampler of `SAMPLERS` (or of `names`), K samples of every prompt of
+    `dataset` in batched `generate` calls (each row at its rung's temperature, `RowTemperatureLogitsProcessor`),
+    seeded with `settings.sampler_seed` per sampler; the per-prompt `group_statistics` (`summarise_sampler` turns
+    them into intervals and paired differences)."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -217,8 +234,8 @@ def sampler_statistics(model, tokenizer, dataset, settings: RealExperimentSettin
     model.eval()
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        for name, (t_min, t_max) in SAMPLERS.items():
-            ladder = temperature_ladder(k, t_min, t_max)
+        for name in names or SAMPLERS:
+            ladder = temperature_ladder(k, *SAMPLERS[name])
             torch.manual_seed(settings.sampler_seed)
             start, rows_out = time.perf_counter(), []
             for first in range(0, len(dataset), batch_prompts):
@@ -249,22 +266,29 @@ def sampler_statistics(model, tokenizer, dataset, settings: RealExperimentSettin
             per_prompt[name], seconds[name] = rows_out, time.perf_counter() - start
     finally:
         tokenizer.padding_side = padding_side
-    keys = list(next(iter(per_prompt.values()))[0])
-    summary = {name: {key: interval([r[key] for r in rows]) for key in keys} for name, rows in per_prompt.items()}
+    return {"prompts": len(dataset), "num_generations": k, "per_prompt": per_prompt, "seconds": seconds}
+
+
+def summarise_sampler(record: dict) -> dict:
+    """`record` (per-prompt statistics of each sampler) with `ladders`, `summary` (mean and 95 % interval over
+    prompts) and `paired` (each sampler minus the first of `SAMPLERS`, prompt by prompt)."""
+    from ..sampling.ladder import temperature_ladder
+
+    per_prompt = record["per_prompt"]
+    names = [name for name in SAMPLERS if name in per_prompt]
+    keys = list(per_prompt[names[0]][0])
     reference = next(iter(SAMPLERS))
-    paired = {
-        f"{name} - {reference}": {
-            key: interval([a[key] - b[key] for a, b in zip(per_prompt[name], per_prompt[reference])]) for key in keys
-        }
-        for name in list(SAMPLERS)[1:]
-    }
     return {
-        "prompts": len(dataset),
-        "num_generations": k,
-        "ladders": {name: temperature_ladder(k, *ends) for name, ends in SAMPLERS.items()},
-        "summary": summary,
-        "paired": paired,
-        "seconds": seconds,
+        **record,
+        "ladders": {name: temperature_ladder(record["num_generations"], *SAMPLERS[name]) for name in names},
+        "summary": {name: {key: interval([r[key] for r in per_prompt[name]]) for key in keys} for name in names},
+        "paired": {
+            f"{name} - {other}": {
+                key: interval([a[key] - b[key] for a, b in zip(per_prompt[name], per_prompt[other])]) for key in keys
+            }
+            for name, other in [(name, reference) for name in names if name != reference] + list(SAMPLER_PAIRS)
+            if name in per_prompt and other in per_prompt
+        },
     }
 
 
@@ -360,7 +384,12 @@ def base_job(root: Path, seed: int, settings: RealExperimentSettings) -> dict:
     """Evaluate the pretrained model (validation, test) and measure the sampler alone; written once."""
     path = base_record(root)
     if path.exists():
-        return check_base(path, settings)
+        info = check_base(path, settings)
+        missing = _missing_samplers(info)
+        if not missing:
+            return info
+    else:
+        info, missing = None, list(SAMPLERS)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..demo import _demo_environment
@@ -372,9 +401,19 @@ def base_job(root: Path, seed: int, settings: RealExperimentSettings) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         _, validation, test = real_datasets(settings, 0)
+        prompts = test.select(range(settings.sampler_prompts))
+        if info is not None:  # a sampler joined (or the record predates per-prompt rows): measure only those
+            new = sampler_statistics(model, tokenizer, prompts, settings, names=missing)
+            old = info["sampler"]
+            per_prompt = {**old.get("per_prompt", {}), **new["per_prompt"]}
+            info["sampler"] = summarise_sampler(
+                {**new, "per_prompt": per_prompt, "seconds": {**old["seconds"], **new["seconds"]}}
+            )
+            _write_json(path, info)
+            return info
         validation_eval = greedy_eval(model, tokenizer, validation, settings, entropy=True)
         test_eval = greedy_eval(model, tokenizer, test, settings)
-        sampler = sampler_statistics(model, tokenizer, test.select(range(settings.sampler_prompts)), settings)
+        sampler = summarise_sampler(sampler_statistics(model, tokenizer, prompts, settings))
     info = {
         "model": settings.model,
         "validation_accuracy": validation_eval["accuracy"],
@@ -481,7 +520,21 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
     return result
 
 
-REAL_TASK = Task(base_record, check_base, base_job, real_run_job)
+def _missing_samplers(info: dict) -> list[str]:
+    """The samplers a base record lacks; all of them (the reference first) when it holds no per-prompt rows of the
+    reference, whose rows the paired differences need (a seeded sampler draws the same samples again)."""
+    per_prompt = info["sampler"].get("per_prompt", {})
+    reference = next(iter(SAMPLERS))
+    measured = set(per_prompt) if reference in per_prompt else set()
+    return [name for name in SAMPLERS if name not in measured]
+
+
+def base_complete(info: dict) -> bool:
+    """Whether a base record holds every sampler of `SAMPLERS` (else `base_job` measures the missing ones)."""
+    return not _missing_samplers(info)
+
+
+REAL_TASK = Task(base_record, check_base, base_job, real_run_job, base_complete)
 
 
 # ---------------------------------------------------------------------------------------------------- the grid

@@ -405,6 +405,7 @@ class Task:
     check_start: Callable  # (record path, settings) -> the record; SettingsMismatch when made with other settings
     start_job: Callable  # (root, seed, settings) -> the record, written once
     run_job: Callable  # (root, spec, settings, group) -> the run's result, written once
+    start_complete: Callable = lambda record: True  # False: start_job runs again to complete an existing record
 
 
 def _warm_start_record(root: Path, seed: int) -> Path:
@@ -423,10 +424,8 @@ def execute(root: Path, settings, specs: list[RunSpec], workers: int, group: str
     starts: dict[Path, int] = {}
     for seed in sorted({spec.seed for spec in specs}):
         starts.setdefault(task.start_record(root, seed), seed)
-    for path in starts:
-        if path.exists():
-            task.check_start(path, settings)
-    todo_warm = [seed for path, seed in starts.items() if not path.exists()]
+    complete = {path: path.exists() and task.start_complete(task.check_start(path, settings)) for path in starts}
+    todo_warm = [seed for path, seed in starts.items() if not complete[path]]
     todo = [
         spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
     ]
