@@ -117,13 +117,12 @@ def real_demo_reward():
     )
 
 
-def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_dir: Path, seed: int, plain: bool):
-    """LoRA GRPO from the base checkpoint: `GRPOExtTrainer` (ladder + rank + objectives) or plain `trl.GRPOTrainer`."""
-    from peft import LoraConfig
+def real_grpo_args(settings, output_dir: Path, seed: int, logging_steps: int) -> dict:
+    """The GRPO arguments of a real-model run (the demo's, the experiment's): `settings` has `grpo_steps`,
+    `prompts_per_step`, `num_generations`, `learning_rate` and `max_completion_length`; constant lr, beta 0."""
+    from .demo import _common_args
 
-    from .demo import _common_args, _quiet_trainer, grpo_arm
-
-    common = dict(
+    return dict(
         **_common_args(output_dir, seed),
         max_steps=settings.grpo_steps,
         per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
@@ -131,13 +130,27 @@ def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_d
         learning_rate=settings.learning_rate,
         lr_scheduler_type="constant",
         max_completion_length=settings.max_completion_length,
-        logging_steps=settings.logging_steps,
+        logging_steps=logging_steps,
         beta=0.0,
     )
-    args, trainer_cls, description = grpo_arm(common, plain, settings.temperature_range)
-    lora = LoraConfig(
+
+
+def real_lora(settings):
+    """LoRA on every linear layer with `settings.lora_r` and `settings.lora_alpha`."""
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
     )
+
+
+def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_dir: Path, seed: int, plain: bool):
+    """LoRA GRPO from the base checkpoint: `GRPOExtTrainer` (ladder + rank + objectives) or plain `trl.GRPOTrainer`."""
+    from .demo import _quiet_trainer, grpo_arm
+
+    common = real_grpo_args(settings, output_dir, seed, settings.logging_steps)
+    args, trainer_cls, description = grpo_arm(common, plain, settings.temperature_range)
+    lora = real_lora(settings)
     trainer = trainer_cls(
         model=model_path, reward_funcs=real_demo_reward(), args=args, train_dataset=train, peft_config=lora
     )

@@ -437,13 +437,13 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
     result_path = directory / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ..config import GRPOExtConfig
-    from ..demo import _common_args, _demo_environment
+    from ..demo import _demo_environment
     from ..kit import resolve_model_path
+    from ..real_demo import real_grpo_args, real_lora
     from ..trainer import GRPOExtTrainer
 
     start = time.perf_counter()
@@ -452,21 +452,8 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         train, validation, test = real_datasets(settings, spec.seed)
         reward = ChatConditionReward(spec.condition, spec.level, settings.num_generations, spec.seed)
-        args = GRPOExtConfig(
-            **_common_args(directory / "trainer", spec.seed),
-            max_steps=settings.grpo_steps,
-            per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-            num_generations=settings.num_generations,
-            learning_rate=settings.learning_rate,
-            lr_scheduler_type="constant",
-            max_completion_length=settings.max_completion_length,
-            logging_steps=1,
-            beta=0.0,
-            **spec.arm_config,
-        )
-        lora = LoraConfig(
-            r=settings.lora_r, lora_alpha=settings.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
-        )
+        args = GRPOExtConfig(**real_grpo_args(settings, directory / "trainer", spec.seed, 1), **spec.arm_config)
+        lora = real_lora(settings)
         set_seed(spec.seed)
         trainer = GRPOExtTrainer(
             model=model_path, reward_funcs=reward, args=args, train_dataset=train, peft_config=lora
