@@ -59,12 +59,8 @@ def _levels(root: Path) -> dict[str, float]:
 
 def select_levels(root: Path, settings, workers: int, conditions: list[str], task=None) -> dict:
     """Train the `trl` arm at each candidate level (validation only) and keep the level closest to half the gain."""
-    from .real import REAL_CANDIDATE_LEVELS, REAL_TASK
-
     task = task or TINY_TASK
-    candidate_levels = (
-        REAL_CANDIDATE_LEVELS if task is REAL_TASK else {n: c.candidate_levels for n, c in CONDITIONS.items()}
-    )
+    candidate_levels = task.candidate_levels
     conditions = [name for name in conditions if candidate_levels.get(name)]
     seed = settings.select_seed
     specs = [RunSpec("clean", None, "trl", {}, seed, split=None)]

@@ -95,6 +95,17 @@ def add_gaussian_noise(rewards: Sequence[float], sigma: float, rng: random.Rando
     return [float(r) + rng.gauss(0.0, sigma) for r in rewards]
 
 
+def by_slot(values: Sequence[float], group_size: int) -> list[float]:
+    """The mean of `values` per slot i = position mod `group_size` (the ladder's rung i), over the groups.
+
+    Example:
+    >>> by_slot([1.0, 0.0, 0.0, 0.0, 1.0, 1.0], 3)
+    [0.5, 0.5, 0.5]
+    """
+    groups = max(len(values) // group_size, 1)
+    return [sum(values[i::group_size]) / groups for i in range(group_size)]
+
+
 @dataclass(frozen=True)
 class Condition:
     """One reward condition: its clean score (`exact` or `partial`), its corruption and the candidate levels."""
@@ -153,13 +164,8 @@ class ConditionReward:
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
         exact = [exact_reward(c, a) for c, a in zip(completions, answer)]
-        self.history.append(self._by_slot(exact))
+        self.history.append(by_slot(exact, self.group_size))
         clean = (
             exact if self.condition.score == "exact" else [partial_credit(c, a) for c, a in zip(completions, answer)]
         )
         return corrupt(self.condition, self.level, clean, self.group_size, self.rng)
-
-    def _by_slot(self, values: list[float]) -> list[float]:
-        k = self.group_size
-        groups = max(len(values) // k, 1)
-        return [sum(values[i::k]) / groups for i in range(k)]

@@ -70,7 +70,6 @@ from .runner import (
     ExperimentSettings,
     RunSpec,
     SettingsMismatch,
-    _curve_callback,
     _datasets,
     _differences,
     _fingerprint,
@@ -78,6 +77,7 @@ from .runner import (
     _warm_start_settings,
     _write_json,
     check_warm_start,
+    tiny_grpo_trainer,
     warm_start_dir,
     warm_start_job,
 )
@@ -573,13 +573,10 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
         return json.loads(result_path.read_text())
     import torch
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ..config import GRPOExtConfig
-    from ..demo import _common_args, _demo_environment, greedy_accuracy
+    from ..demo import _demo_environment, greedy_accuracy
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
     from ..rewards import GoldLabeler, OnlineRewardModel, WeightedReward
-    from ..trainer import GRPOExtTrainer
 
     proxy_info = proxy_job(root, spec.seed, settings, threads)
     demo, arm = settings.demo, spec.arm_config
@@ -625,23 +622,7 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
             rm = OnlineRewardModel(proxy, tokenizer, name="rm", **online)
             start_digest = _weights_digest(rm.model)
             reward = WeightedReward({"rm": rm, "gold": gold_reward}, weights={"rm": 1.0, "gold": 0.0})
-        args = GRPOExtConfig(
-            **_common_args(directory / "trainer", spec.seed),
-            max_steps=settings.grpo_steps,
-            per_device_train_batch_size=demo.grpo_batch_size,
-            num_generations=demo.num_generations,
-            learning_rate=demo.grpo_learning_rate,
-            lr_scheduler_type="constant",
-            max_completion_length=demo.max_completion_length,
-            logging_steps=1,
-        )
-        trainer = GRPOExtTrainer(
-            model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer
-        )
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        curve = _curve_callback(tokenizer, validation, settings.eval_every, demo.max_completion_length)
-        trainer.add_callback(curve)
+        trainer, curve = tiny_grpo_trainer(model, tokenizer, reward, train, validation, settings, directory, spec.seed)
         set_seed(spec.seed)
         trainer.train()
         train_seconds = time.perf_counter() - start
@@ -903,6 +884,11 @@ def _claims(table: dict) -> list[dict]:
     def acc(arm):
         return table[arm]["test_accuracy"]
 
+    def paired_claim(arm: str, ref: str, claim: str) -> dict:
+        """`arm` minus `ref`, paired by seed: holds when the interval excludes 0 on the positive side."""
+        d = paired_difference(acc(arm), acc(ref))
+        return {"claim": claim, "diff": d, "verdict": verdict(arm, ref, d), "holds": d["detectable"] and d["mean"] > 0}
+
     if "frozen" in table:
         n = len(table["frozen"]["exploited"])
         hits = sum(bool(v) for v in table["frozen"]["exploited"].values())
@@ -915,39 +901,15 @@ def _claims(table: dict) -> list[dict]:
             }
         )
     if "gold" in table and "frozen" in table:
-        d = paired_difference(acc("gold"), acc("frozen"))
-        claims.append(
-            {
-                "claim": "gold vs frozen (the gap)",
-                "diff": d,
-                "verdict": verdict("gold", "frozen", d),
-                "holds": d["detectable"] and d["mean"] > 0,
-            }
-        )
+        claims.append(paired_claim("gold", "frozen", "gold vs frozen (the gap)"))
     if "frozen_matched" in table and "frozen" in table:
-        d = paired_difference(acc("frozen_matched"), acc("frozen"))
-        claims.append(
-            {
-                "claim": "frozen_matched vs frozen (more warm-start labels)",
-                "diff": d,
-                "verdict": verdict("frozen_matched", "frozen", d),
-                "holds": d["detectable"] and d["mean"] > 0,
-            }
-        )
+        claims.append(paired_claim("frozen_matched", "frozen", "frozen_matched vs frozen (more warm-start labels)"))
     for arm in ONLINE_ARMS:
         if arm not in table:
             continue
         for ref in ("frozen", "frozen_matched"):
             if ref in table:
-                d = paired_difference(acc(arm), acc(ref))
-                claims.append(
-                    {
-                        "claim": f"{arm} beats {ref}",
-                        "diff": d,
-                        "verdict": verdict(arm, ref, d),
-                        "holds": d["detectable"] and d["mean"] > 0,
-                    }
-                )
+                claims.append(paired_claim(arm, ref, f"{arm} beats {ref}"))
         if "gold" in table and "frozen" in table:
             seeds = sorted(set(acc(arm)) & set(acc("gold")) & set(acc("frozen")))
             gap = [acc("gold")[s] - acc("frozen")[s] for s in seeds]

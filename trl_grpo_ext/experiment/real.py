@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .conditions import OUTLIER_VALUE, add_outliers
+from .conditions import OUTLIER_VALUE, add_outliers, by_slot
 from .runner import RunSpec, SettingsMismatch, Task, _differences, _fingerprint, _write_json
 
 REAL_MODELS = ("smollm2:135m-instruct",)
@@ -163,18 +163,13 @@ class ChatConditionReward:
         texts = [completion_text(c) for c in completions]
         correct = [float(x) for x in accuracy(None, texts, answer=answer)]
         exploit = [takes_exploit(t, a, prompt_operands(p)) for t, a, p in zip(texts, answer, prompts)]
-        self.history.append(self._by_slot(correct))
-        self.exploit_history.append(self._by_slot([float(e) for e in exploit]))
+        self.history.append(by_slot(correct, self.group_size))
+        self.exploit_history.append(by_slot([float(e) for e in exploit], self.group_size))
         if self.condition == "outliers":
             return add_outliers(correct, self.level, self.rng)
         if self.condition == "hackable":
             return [hackable_reward(c, e) for c, e in zip(correct, exploit)]
         return correct
-
-    def _by_slot(self, values: list[float]) -> list[float]:
-        k = self.group_size
-        groups = max(len(values) // k, 1)
-        return [sum(values[i::k]) / groups for i in range(k)]
 
 
 # ---------------------------------------------------------------------------------------------------- the sampler
@@ -521,7 +516,7 @@ def base_complete(info: dict) -> bool:
     return not _missing_samplers(info)
 
 
-REAL_TASK = Task(base_record, check_base, base_job, real_run_job, base_complete)
+REAL_TASK = Task(base_record, check_base, base_job, real_run_job, REAL_CANDIDATE_LEVELS, base_complete)
 
 
 # ---------------------------------------------------------------------------------------------------- the grid

@@ -271,6 +271,37 @@ def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads:
 _LOG_KEYS = ("reward", "frac_reward_zero_std", "entropy", "ladder/distinct_frac", "ladder/t_min", "ladder/t_max")
 
 
+def tiny_grpo_trainer(model, tokenizer, reward, train, validation, settings, directory: Path, seed: int, **arm_config):
+    """`(trainer, curve)`: `GRPOExtTrainer` with the demo's GRPO settings (`settings.demo`, `settings.grpo_steps`
+    steps, logging every step) and `arm_config`, quiet, with the validation curve every `settings.eval_every` steps."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ..config import GRPOExtConfig
+    from ..demo import _common_args
+    from ..trainer import GRPOExtTrainer
+
+    demo = settings.demo
+    args = GRPOExtConfig(
+        **_common_args(directory / "trainer", seed),
+        max_steps=settings.grpo_steps,
+        per_device_train_batch_size=demo.grpo_batch_size,
+        num_generations=demo.num_generations,
+        learning_rate=demo.grpo_learning_rate,
+        lr_scheduler_type="constant",
+        max_completion_length=demo.max_completion_length,
+        logging_steps=1,
+        **arm_config,
+    )
+    trainer = GRPOExtTrainer(
+        model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    curve = _curve_callback(tokenizer, validation, settings.eval_every, demo.max_completion_length)
+    trainer.add_callback(curve)
+    return trainer, curve
+
+
 def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str = "runs", threads: int = 1) -> dict:
     """Train one arm from the seed's warm start under one reward condition; writes and returns its result."""
     directory = spec.directory(root, group)
@@ -279,12 +310,9 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
         return json.loads(result_path.read_text())
     import torch
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ..config import GRPOExtConfig
-    from ..demo import _common_args, _demo_environment, greedy_accuracy
+    from ..demo import _demo_environment, greedy_accuracy
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
-    from ..trainer import GRPOExtTrainer
     from .conditions import ConditionReward
 
     demo = settings.demo
@@ -295,24 +323,9 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
         model.load_state_dict(torch.load(warm_start_dir(root, spec.seed) / "weights.pt", weights_only=True))
         train, validation, test = _datasets(settings, spec.seed)
         reward = ConditionReward(spec.condition, spec.level, demo.num_generations, spec.seed)
-        args = GRPOExtConfig(
-            **_common_args(directory / "trainer", spec.seed),
-            max_steps=settings.grpo_steps,
-            per_device_train_batch_size=demo.grpo_batch_size,
-            num_generations=demo.num_generations,
-            learning_rate=demo.grpo_learning_rate,
-            lr_scheduler_type="constant",
-            max_completion_length=demo.max_completion_length,
-            logging_steps=1,
-            **spec.arm_config,
+        trainer, curve = tiny_grpo_trainer(
+            model, tokenizer, reward, train, validation, settings, directory, spec.seed, **spec.arm_config
         )
-        trainer = GRPOExtTrainer(
-            model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer
-        )
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        curve = _curve_callback(tokenizer, validation, settings.eval_every, demo.max_completion_length)
-        trainer.add_callback(curve)
         set_seed(spec.seed)
         trainer.train()
         result = {
@@ -405,6 +418,7 @@ class Task:
     check_start: Callable  # (record path, settings) -> the record; SettingsMismatch when made with other settings
     start_job: Callable  # (root, seed, settings) -> the record, written once
     run_job: Callable  # (root, spec, settings, group) -> the run's result, written once
+    candidate_levels: dict = field(default_factory=dict)  # condition -> levels `--select-levels` tries
     start_complete: Callable = lambda record: True  # False: start_job runs again to complete an existing record
 
 
@@ -465,7 +479,13 @@ def _quiet_worker() -> None:
             pass
 
 
-TINY_TASK = Task(_warm_start_record, check_warm_start, warm_start_job, run_job)
+def _tiny_candidate_levels() -> dict:
+    from .conditions import CONDITIONS
+
+    return {name: c.candidate_levels for name, c in CONDITIONS.items() if c.candidate_levels}
+
+
+TINY_TASK = Task(_warm_start_record, check_warm_start, warm_start_job, run_job, _tiny_candidate_levels())
 
 
 def with_steps(settings, steps: int | None):
