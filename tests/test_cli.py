@@ -153,6 +153,14 @@ def test_dry_run_constant_ladder_is_trl(capsys, no_loading, tmp_path):
     assert "constant (TRL): all K=4 completions at temperature=1.0" in out
 
 
+def test_dry_run_summarises_the_online_reward_model(capsys, no_loading):
+    code, out, err = run_train(capsys, "--config", str(ROOT / "recipes" / "tiny" / "online-rm.yaml"), "--dry-run")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("online rm:"))
+    assert "'tiny:tiny' scores `learned_preference`, labeler gold (objective='readability')" in line
+    assert "label_budget=48" in line and "selector='uncertain'" in line and "not loaded by a dry run" in line
+
+
 def test_trust_remote_code_stays_off(capsys, no_loading):
     code, out, _ = run_train(capsys, "--config", TINY_RECIPE, "--dry-run")
     assert code == 0

@@ -456,6 +456,8 @@ def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str
         if training_args.principles:
             lines.append(f"principles: {_principles_summary(training_args.principles)}")
             lines.append(f"judge:      {_judge_summary(training_args.judge)} (not loaded by a dry run)")
+        if training_args.online_reward_model:
+            lines.append(f"online rm:  {_online_rm_summary(training_args.online_reward_model, training_args.judge)}")
     extra = [script_args.reward_model_name_or_path] if script_args.reward_model_name_or_path else []
     extra += list(script_args.reward_funcs or [])
     if extra:
@@ -489,6 +491,25 @@ def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str
 
 def _principles_summary(principles: list[dict]) -> str:
     return "; ".join(f"{p['name']} (w={p['weight']:g}): {p['question']!r}" for p in principles)
+
+
+def _online_rm_summary(block: dict, judge: dict | None) -> str:
+    """One line for the `online_reward_model` block: the reward model, the labeler and the settings given."""
+    from .rewards.online_config import check_online_reward_model_config
+
+    config = check_online_reward_model_config(block, judge)
+    labeler = config.get("labeler")
+    if labeler is None:
+        described = "no labeler (frozen: it never learns)"
+    else:
+        details = ", ".join(f"{k}={v!r}" for k, v in labeler.items() if k != "type")
+        described = f"labeler {labeler['type']}" + (f" ({details})" if details else "")
+    given = ", ".join(f"{k}={v!r}" for k, v in config.items() if k not in ("model", "labeler"))
+    return (
+        f"{config['model']!r} scores `learned_preference`, {described}"
+        + (f"; {given}" if given else "")
+        + "; other settings at their defaults (not loaded by a dry run)"
+    )
 
 
 def _judge_summary(judge: dict) -> str:
