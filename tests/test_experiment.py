@@ -67,6 +67,7 @@ def test_condition_reward_scores_the_clean_answer_and_records_accuracy_by_slot()
     out = reward(["p"] * 4, ["12", "21", "12", "12"], answer=["12", "12", "12", "12"])
     assert out == [1.0, 0.0, 1.0, 1.0]
     assert reward.history == [[1.0, 0.5]]  # slot 0 right in both groups, slot 1 in one of two
+    assert reward.distinct_history == [0.75]  # groups ("12", "21") and ("12", "12"): 2/2 and 1/2 distinct
     noisy = ConditionReward("noisy_partial", 0.1, group_size=2, seed=0)
     assert noisy(["p"] * 2, ["12", "11"], answer=["12", "12"]) != [1.0, 0.5]
     assert noisy.history == [[1.0, 0.0]]  # the slot record is the clean exact accuracy, not the noisy reward
@@ -131,6 +132,9 @@ def test_quick_grid_writes_results_and_resumes(tmp_path):
             assert all(0.0 <= acc <= 1.0 for acc in arm["test_accuracy"].values())
             assert arm["entropy_final_mean_se"][0] > 0
         assert cell["comparisons"][0]["test_accuracy"]["n"] == 2
+        # Within-group diversity is recorded for every arm, the constant-temperature `trl` too, and paired.
+        assert all(0 < v <= 1 for arm in cell["arms"].values() for v in arm["distinct_frac"].values())
+        assert cell["comparisons"][0]["distinct_frac"]["n"] == 2
     assert (out / "plots" / "clean.png").stat().st_size > 10_000
     assert "| ladder_rank | 2 |" in (out / "results.md").read_text()
     # Both arms of one seed trained from the same cached warm start.

@@ -36,9 +36,12 @@ def test_the_three_conditions_score_a_group_and_record_accuracy_and_exploits_by_
     clean = ChatConditionReward("clean", None, 4, seed=0)
     assert clean(prompts, completions, answers) == [1.0, 1.0, 0.0, 0.0]
     assert clean.history == [[1.0, 1.0, 0.0, 0.0]] and clean.exploit_history == [[0.0, 0.0, 1.0, 0.0]]
+    assert clean.distinct_history == [1.0]  # four different replies in the one group
+    clean(prompts, [_reply("68")] * 3 + [_reply("67")], answers)
+    assert clean.distinct_history == [1.0, 0.5]
     hackable = ChatConditionReward("hackable", None, 4, seed=0)
     assert hackable(prompts, completions, answers) == [1.0, 1.0, 1.0, 0.0]  # the operand pays like the sum
-    assert hackable.history == clean.history  # accuracy is recorded clean, whatever the condition pays
+    assert hackable.history == clean.history[:1]  # accuracy is recorded clean, whatever the condition pays
 
 
 def test_outliers_replace_the_requested_fraction_and_are_reproducible():

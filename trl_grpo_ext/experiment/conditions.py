@@ -149,7 +149,9 @@ class ConditionReward:
     """The reward function TRL calls: clean score, then the condition's corruption; records clean accuracy by slot.
 
     `history` holds, per call (one per generation batch), the clean exact accuracy of each slot i = position mod K
-    (the ladder's rung i), so the rung effect is measured against the truth, not the corrupted reward.
+    (the ladder's rung i), so the rung effect is measured against the truth, not the corrupted reward;
+    `distinct_history` the fraction of distinct completions per group (`ladder/distinct_frac`'s measure, recorded
+    here for every arm: the trainer logs it only when a ladder is set).
     """
 
     def __init__(self, condition: str, level: float | None, group_size: int, seed: int):
@@ -160,11 +162,15 @@ class ConditionReward:
         self.group_size = group_size
         self.rng = random.Random(f"reward-{condition}-{seed}")
         self.history: list[list[float]] = []
+        self.distinct_history: list[float] = []
         self.__name__ = "reward"
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
+        from ..sampling.metrics import distinct_fraction
+
         exact = [exact_reward(c, a) for c, a in zip(completions, answer)]
         self.history.append(by_slot(exact, self.group_size))
+        self.distinct_history.append(distinct_fraction(list(completions), self.group_size))
         clean = (
             exact if self.condition.score == "exact" else [partial_credit(c, a) for c, a in zip(completions, answer)]
         )

@@ -142,7 +142,8 @@ class ChatConditionReward:
     """The reward function TRL calls on the chat task: the clean accuracy, then the condition's corruption.
 
     `history` and `exploit_history` hold, per call, the clean accuracy and the exploit rate of each slot
-    i = position mod K (the ladder's rung i).
+    i = position mod K (the ladder's rung i); `distinct_history` the fraction of distinct replies per group, for
+    every arm (the trainer logs `ladder/distinct_frac` only when a ladder is set).
     """
 
     def __init__(self, condition: str, level: float | None, group_size: int, seed: int):
@@ -154,17 +155,20 @@ class ChatConditionReward:
         self.rng = random.Random(f"reward-{condition}-{seed}")
         self.history: list[list[float]] = []
         self.exploit_history: list[list[float]] = []
+        self.distinct_history: list[float] = []
         self.__name__ = "reward"
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
         from ..rewards import accuracy
         from ..rewards.objectives import completion_text
+        from ..sampling.metrics import distinct_fraction
 
         texts = [completion_text(c) for c in completions]
         correct = [float(x) for x in accuracy(None, texts, answer=answer)]
         exploit = [takes_exploit(t, a, prompt_operands(p)) for t, a, p in zip(texts, answer, prompts)]
         self.history.append(by_slot(correct, self.group_size))
         self.exploit_history.append(by_slot([float(e) for e in exploit], self.group_size))
+        self.distinct_history.append(distinct_fraction(texts, self.group_size))
         if self.condition == "outliers":
             return add_outliers(correct, self.level, self.rng)
         if self.condition == "hackable":
@@ -489,6 +493,7 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
             ],
             "clean_accuracy_by_slot": [sum(col) / len(col) for col in zip(*reward.history)],
             "exploit_rate_by_slot": [sum(col) / len(col) for col in zip(*reward.exploit_history)],
+            "distinct_frac_by_batch": reward.distinct_history,
             "train_seconds": train_seconds,
         }
         if spec.split is not None:

@@ -19,6 +19,24 @@ def _mean_log(run: dict, key: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _distinct_log(run: dict) -> list[dict]:
+    """Distinct completions per group, per step: the reward's record (every arm), else the trainer's
+    `ladder/distinct_frac` (logged only with a ladder; runs written before the reward recorded it)."""
+    by_batch = run.get("distinct_frac_by_batch")
+    if not by_batch:
+        return [
+            {"step": e["step"], "distinct_frac": e["ladder/distinct_frac"]}
+            for e in run["log"]
+            if e.get("ladder/distinct_frac") is not None
+        ]
+    per_batch = max(run["steps"], 1) / len(by_batch)  # generation batches per optimiser step
+    return [{"step": round((i + 1) * per_batch), "distinct_frac": v} for i, v in enumerate(by_batch)]
+
+
+def _mean_distinct(run: dict) -> float:
+    return _mean_log({"log": _distinct_log(run)}, "distinct_frac")
+
+
 def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[tuple[str, str, int]]) -> dict:
     """Group results by cell and arm; means, standard errors and the paired comparisons of `arms.COMPARISONS`."""
     cells: dict[str, dict] = {}
@@ -50,7 +68,8 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                 "entropy_final_mean_se": mean_se(list(entropy_final.values())),
                 "entropy_drop_mean_se": mean_se(list(entropy_drop.values())),
                 "frac_reward_zero_std_mean": mean_se([_mean_log(r, "frac_reward_zero_std") for r in runs])[0],
-                "distinct_frac_mean": mean_se([_mean_log(r, "ladder/distinct_frac") for r in runs])[0],
+                "distinct_frac": _by_seed(runs, _mean_distinct),
+                "distinct_frac_mean": mean_se([_mean_distinct(r) for r in runs])[0],
                 "clean_accuracy_by_slot": [sum(col) / len(col) for col in zip(*slots)],
                 "cold_minus_hot_slot": mean_se([s[0] - s[-1] for s in slots]),
                 "seconds_mean": mean_se([r["seconds"] for r in runs])[0],
@@ -77,6 +96,15 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                         .replace("trails", "is below"),
                     }
                 )
+                distinct = [arms[a]["distinct_frac"] for a in (arm, reference)]
+                if all(not math.isnan(v) for d in distinct for v in d.values()):
+                    diversity = paired_difference(*distinct)
+                    comparisons[-1]["distinct_frac"] = diversity
+                    comparisons[-1]["distinct_verdict"] = (
+                        verdict(arm, reference, diversity, unit=1.0, what="distinct fraction", digits=3)
+                        .replace("beats", "is more varied than")
+                        .replace("trails", "is less varied than")
+                    )
                 if "test_exploit_rate" in arms[arm] and "test_exploit_rate" in arms[reference]:
                     exploit = paired_difference(arms[arm]["test_exploit_rate"], arms[reference]["test_exploit_rate"])
                     comparisons[-1]["exploit_rate"] = exploit
@@ -133,7 +161,8 @@ def markdown(summary: dict, header: str = "") -> str:
             ]
         lines += ["", "Paired differences (same seed, same start), test accuracy and final entropy:", ""]
         for c in cell["comparisons"]:
-            extra = f"; exploit rate: {c['exploit_verdict']}" if "exploit_verdict" in c else ""
+            extra = f"; distinct per group: {c['distinct_verdict']}" if "distinct_verdict" in c else ""
+            extra += f"; exploit rate: {c['exploit_verdict']}" if "exploit_verdict" in c else ""
             lines.append(f"- {c['what']}: {c['verdict']}; entropy: {c['entropy_verdict']}{extra}")
         lines.append("")
     if summary["missing"]:
@@ -159,7 +188,7 @@ def _mean_curves(runs: list[dict], source: str, key: str) -> tuple[list[int], li
     """Mean over seeds of `key` per step, from `curve` or `log` entries."""
     per_step: dict[int, list[float]] = {}
     for r in runs:
-        for e in r[source]:
+        for e in _distinct_log(r) if source == "distinct" else r[source]:
             if key in e and e[key] is not None:
                 per_step.setdefault(e["step"], []).append(e[key])
     steps = sorted(per_step)
@@ -178,7 +207,7 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
         (axes[0, 0], "curve", "accuracy", "validation accuracy (greedy)", False),
         (axes[0, 1], "curve", "entropy", "policy entropy at T=1 (validation, nats)", False),
         (axes[0, 2], "log", "frac_reward_zero_std", "frac_reward_zero_std (10-step mean)", True),
-        (axes[1, 0], "log", "ladder/distinct_frac", "ladder/distinct_frac (10-step mean)", True),
+        (axes[1, 0], "distinct", "distinct_frac", "distinct completions per group, fraction (10-step mean)", True),
     ]
     colors = {arm: f"C{i}" for i, arm in enumerate(runs_by_arm)}
     for ax, source, key, title, smooth in panels:

@@ -341,6 +341,7 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
                 if "reward" in e
             ],
             "clean_accuracy_by_slot": [sum(col) / len(col) for col in zip(*reward.history)],
+            "distinct_frac_by_batch": reward.distinct_history,
         }
         if spec.split is not None:
             split = {"test": test, "validation": validation}[spec.split]
