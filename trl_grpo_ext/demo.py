@@ -269,6 +269,21 @@ def grpo_arm(common: dict, plain: bool, temperature_range, **ext_options):
     return args, GRPOExtTrainer, "GRPO GRPOExtTrainer"
 
 
+def grpo_common_args(settings: DemoSettings, output_dir: Path, seed: int, **overrides) -> dict:
+    """The demo's GRPO settings as config keyword arguments (`overrides` win: e.g. `max_steps`, `logging_steps`)."""
+    return {
+        **_common_args(output_dir, seed),
+        "max_steps": settings.grpo_steps,
+        "per_device_train_batch_size": settings.grpo_batch_size,
+        "num_generations": settings.num_generations,
+        "learning_rate": settings.grpo_learning_rate,
+        "lr_scheduler_type": "constant",
+        "max_completion_length": settings.max_completion_length,
+        "logging_steps": settings.logging_steps,
+        **overrides,
+    }
+
+
 def train_grpo(
     model,
     tokenizer,
@@ -283,16 +298,7 @@ def train_grpo(
     """GRPO on `train`: `GRPOExtTrainer` (ladder + rank + objectives), or plain `trl.GRPOTrainer` if `plain`;
     `closed_loop` moves the ladder with `temperature_control="zero_std"` (toward `control_target`, else the
     config's default target)."""
-    common = dict(
-        **_common_args(output_dir, seed),
-        max_steps=settings.grpo_steps,
-        per_device_train_batch_size=settings.grpo_batch_size,
-        num_generations=settings.num_generations,
-        learning_rate=settings.grpo_learning_rate,
-        lr_scheduler_type="constant",
-        max_completion_length=settings.max_completion_length,
-        logging_steps=settings.logging_steps,
-    )
+    common = grpo_common_args(settings, output_dir, seed)
     extra = {"temperature_control": "zero_std" if closed_loop else "none"}
     if control_target is not None:
         extra["temperature_control_target"] = control_target

@@ -57,6 +57,7 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
             entropy_final = _by_seed(runs, lambda r: r["curve"][-1]["entropy"])
             entropy_drop = _by_seed(runs, lambda r: r["curve"][0]["entropy"] - r["curve"][-1]["entropy"])
             slots = [r["clean_accuracy_by_slot"] for r in runs]
+            distinct = _by_seed(runs, _mean_distinct)
             arms[arm] = {
                 "seeds": sorted(test),
                 "test_accuracy": test,
@@ -68,8 +69,8 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                 "entropy_final_mean_se": mean_se(list(entropy_final.values())),
                 "entropy_drop_mean_se": mean_se(list(entropy_drop.values())),
                 "frac_reward_zero_std_mean": mean_se([_mean_log(r, "frac_reward_zero_std") for r in runs])[0],
-                "distinct_frac": _by_seed(runs, _mean_distinct),
-                "distinct_frac_mean": mean_se([_mean_distinct(r) for r in runs])[0],
+                "distinct_frac": distinct,
+                "distinct_frac_mean": mean_se(list(distinct.values()))[0],
                 "clean_accuracy_by_slot": [sum(col) / len(col) for col in zip(*slots)],
                 "cold_minus_hot_slot": mean_se([s[0] - s[-1] for s in slots]),
                 "seconds_mean": mean_se([r["seconds"] for r in runs])[0],

@@ -277,21 +277,12 @@ def tiny_grpo_trainer(model, tokenizer, reward, train, validation, settings, dir
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ..config import GRPOExtConfig
-    from ..demo import _common_args
+    from ..demo import grpo_common_args
     from ..trainer import GRPOExtTrainer
 
     demo = settings.demo
-    args = GRPOExtConfig(
-        **_common_args(directory / "trainer", seed),
-        max_steps=settings.grpo_steps,
-        per_device_train_batch_size=demo.grpo_batch_size,
-        num_generations=demo.num_generations,
-        learning_rate=demo.grpo_learning_rate,
-        lr_scheduler_type="constant",
-        max_completion_length=demo.max_completion_length,
-        logging_steps=1,
-        **arm_config,
-    )
+    common = grpo_common_args(demo, directory / "trainer", seed, max_steps=settings.grpo_steps, logging_steps=1)
+    args = GRPOExtConfig(**common, **arm_config)
     trainer = GRPOExtTrainer(
         model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tokenizer
     )
