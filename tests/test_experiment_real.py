@@ -103,6 +103,35 @@ def test_sampler_summary_pairs_prompts_and_a_record_without_rows_is_measured_aga
     assert real._missing_samplers({"sampler": {"summary": record["summary"]}}) == list(real.SAMPLERS)
 
 
+def _run_record(arm: str, seed: int, test: float, exploit_by_slot: list[float]) -> dict:
+    return {
+        "cell": "hackable", "condition": "hackable", "level": None, "arm": arm, "seed": seed, "steps": 2,
+        "test_accuracy": test, "test_exploit_rate": 1.0 - test, "validation_accuracy": test,
+        "curve": [{"step": 0, "entropy": 1.0}, {"step": 2, "entropy": 0.5}], "log": [], "seconds": 1.0,
+        "clean_accuracy_by_slot": [test, test], "exploit_rate_by_slot": exploit_by_slot,
+        "distinct_frac_by_batch": [0.5, 0.5],
+    }  # fmt: skip
+
+
+def test_the_summary_pairs_the_training_exploit_rate_when_the_test_one_is_saturated():
+    from trl_grpo_ext.experiment.results import markdown, summarise
+
+    # Both arms hacked at test (0 % accurate), but `ladder` took the exploit more often while training.
+    runs = [_run_record("trl", s, 0.0, [0.6 + 0.1 * s, 0.8]) for s in range(3)]
+    runs += [_run_record("ladder", s, 0.0, [0.8 + 0.1 * s, 0.9 + 0.02 * s]) for s in range(3)]
+    summary = summarise(runs, {s: {"test_accuracy": 0.2} for s in range(3)}, [])
+    arms = summary["cells"]["hackable"]["arms"]
+    assert arms["trl"]["train_exploit_rate"] == pytest.approx({0: 0.7, 1: 0.75, 2: 0.8})
+    assert arms["ladder"]["train_exploit_mean_se"][0] == pytest.approx(0.91)
+    (comparison,) = [c for c in summary["cells"]["hackable"]["comparisons"] if c["arm"] == "ladder"]
+    assert comparison["exploit_rate"]["mean"] == 0.0 and not comparison["exploit_rate"]["detectable"]
+    assert comparison["train_exploit_rate"]["diffs"] == pytest.approx([0.15, 0.16, 0.17])
+    assert comparison["train_exploit_rate"]["detectable"]
+    text = markdown(summary)
+    assert "Exploit rate % in training" in text and "trl 75.00 ± 2.89" in text
+    assert "exploit in training: ladder exploits more than trl by 16.0" in text
+
+
 def test_a_condition_of_the_other_task_is_refused():
     from trl_grpo_ext.experiment import main
 

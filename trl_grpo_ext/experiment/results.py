@@ -79,6 +79,10 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                 exploit = _by_seed(runs, lambda r: r["test_exploit_rate"])
                 arms[arm]["test_exploit_rate"] = exploit
                 arms[arm]["exploit_mean_se"] = mean_se(list(exploit.values()))
+            if all(r.get("exploit_rate_by_slot") for r in runs):  # the sampled completions, over the whole run
+                train = _by_seed(runs, lambda r: sum(r["exploit_rate_by_slot"]) / len(r["exploit_rate_by_slot"]))
+                arms[arm]["train_exploit_rate"] = train
+                arms[arm]["train_exploit_mean_se"] = mean_se(list(train.values()))
         comparisons = []
         for arm, reference, what in COMPARISONS:
             if arm in arms and reference in arms:
@@ -111,6 +115,14 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                     comparisons[-1]["exploit_rate"] = exploit
                     comparisons[-1]["exploit_verdict"] = (
                         verdict(arm, reference, exploit)
+                        .replace("beats", "exploits more than")
+                        .replace("trails", "exploits less than")
+                    )
+                if "train_exploit_rate" in arms[arm] and "train_exploit_rate" in arms[reference]:
+                    train = paired_difference(arms[arm]["train_exploit_rate"], arms[reference]["train_exploit_rate"])
+                    comparisons[-1]["train_exploit_rate"] = train
+                    comparisons[-1]["train_exploit_verdict"] = (
+                        verdict(arm, reference, train)
                         .replace("beats", "exploits more than")
                         .replace("trails", "exploits less than")
                     )
@@ -160,10 +172,18 @@ def markdown(summary: dict, header: str = "") -> str:
                 "Exploit rate % (greedy test replies ending on an operand of the question): "
                 + ", ".join(f"{arm} {_pm(v, digits=2)}" for arm, v in exploit.items()),
             ]
+        train = {arm: a["train_exploit_mean_se"] for arm, a in cell["arms"].items() if "train_exploit_mean_se" in a}
+        if train:
+            lines += [
+                "",
+                "Exploit rate % in training (the sampled completions, every step; how fast the policy is hacked): "
+                + ", ".join(f"{arm} {_pm(v, digits=2)}" for arm, v in train.items()),
+            ]
         lines += ["", "Paired differences (same seed, same start), test accuracy and final entropy:", ""]
         for c in cell["comparisons"]:
             extra = f"; distinct per group: {c['distinct_verdict']}" if "distinct_verdict" in c else ""
             extra += f"; exploit rate: {c['exploit_verdict']}" if "exploit_verdict" in c else ""
+            extra += f"; exploit in training: {c['train_exploit_verdict']}" if "train_exploit_verdict" in c else ""
             lines.append(f"- {c['what']}: {c['verdict']}; entropy: {c['entropy_verdict']}{extra}")
         lines.append("")
     if summary["missing"]:
