@@ -110,22 +110,19 @@ def summarise(results: list[dict], warm_starts: dict[int, dict], expected: list[
                         .replace("beats", "is more varied than")
                         .replace("trails", "is less varied than")
                     )
-                if "test_exploit_rate" in arms[arm] and "test_exploit_rate" in arms[reference]:
-                    exploit = paired_difference(arms[arm]["test_exploit_rate"], arms[reference]["test_exploit_rate"])
-                    comparisons[-1]["exploit_rate"] = exploit
-                    comparisons[-1]["exploit_verdict"] = (
-                        verdict(arm, reference, exploit)
-                        .replace("beats", "exploits more than")
-                        .replace("trails", "exploits less than")
-                    )
-                if "train_exploit_rate" in arms[arm] and "train_exploit_rate" in arms[reference]:
-                    train = paired_difference(arms[arm]["train_exploit_rate"], arms[reference]["train_exploit_rate"])
-                    comparisons[-1]["train_exploit_rate"] = train
-                    comparisons[-1]["train_exploit_verdict"] = (
-                        verdict(arm, reference, train)
-                        .replace("beats", "exploits more than")
-                        .replace("trails", "exploits less than")
-                    )
+                # per-seed key -> (comparison key, verdict key): greedy test replies, and every sampled completion
+                for per_seed, key, verdict_key in (
+                    ("test_exploit_rate", "exploit_rate", "exploit_verdict"),
+                    ("train_exploit_rate", "train_exploit_rate", "train_exploit_verdict"),
+                ):
+                    if per_seed in arms[arm] and per_seed in arms[reference]:
+                        exploit = paired_difference(arms[arm][per_seed], arms[reference][per_seed])
+                        comparisons[-1][key] = exploit
+                        comparisons[-1][verdict_key] = (
+                            verdict(arm, reference, exploit)
+                            .replace("beats", "exploits more than")
+                            .replace("trails", "exploits less than")
+                        )
         summary[name] = {
             "condition": cell["condition"],
             "level": cell["level"],
