@@ -20,7 +20,10 @@ from .sampling.vllm_backend import VLLM_IS_RELIABLE_TEMPERATURE, VLLM_MAX_TEMPER
 TEMPERATURE_SCHEDULES = ("constant", "linear", "geometric")
 LADDER_LOGPROB_TEMPERATURES = ("sampled", "base")
 REWARD_ERROR_POLICIES = ("raise", "skip")
-TEMPERATURE_CONTROLS = ("none", "zero_std")  # = sampling.control.CONTROL_SIGNALS, without importing torch here
+TEMPERATURE_CONTROLS = ("none", "zero_std")
+# Loss types whose per-token loss is exactly 0 for a row with advantage 0, whatever its log-probs (TRL 1.16's
+# `_compute_loss`); "vespo" weights a row by its own log-ratio through `get_gamma_weights` and is left out.
+SKIP_EXACT_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo")  # = sampling.control.CONTROL_SIGNALS, without importing torch here
 
 
 def _parse_json_field(name: str, value: Any) -> Any:
@@ -184,6 +187,20 @@ class GRPOExtConfig(GRPOConfig):
             `update_steps`, `learning_rate`, `weight_decay`, `margin`, `max_grad_norm`, `batch_size`, `max_length`,
             `error_policy`, `seed`, `device`. Validated here; the model is loaded when the trainer is built. See
             docs/objectives.md#online-reward-model.
+
+        > Parameters that save compute with the same math (docs/speed.md)
+
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Compute each distinct prompt of a micro-batch once in the log-prob forwards (loss, old policy,
+            reference) and in `generate`'s prefill: its keys and values are expanded to the completions of its group,
+            which run on top with TRL's positions and masks. The same log-probs to float32 rounding. Needs
+            `gradient_checkpointing=False` (transformers drops the key/value cache under checkpointing) and a
+            text-only model; vLLM shares prompts by its own prefix caching.
+        skip_zero_advantage (`bool`, *optional*, defaults to `False`):
+            Leave rows whose advantage is exactly 0 (tied groups) out of the loss's forward and backward; their
+            per-token loss is 0 either way, and TRL's loss and normaliser are unchanged. Exact with `beta=0`, no
+            entropy bonus, `top_entropy_quantile=1` and no MoE auxiliary loss, which it requires. The logged
+            `entropy` then averages the rows computed.
     """
 
     # Temperature ladder
@@ -328,6 +345,24 @@ class GRPOExtConfig(GRPOConfig):
         },
     )
 
+    # Same math, less compute
+    share_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute each distinct prompt once per micro-batch in the log-prob forwards and in generate's "
+            "prefill (keys/values expanded to its completions): the same log-probs to float32 rounding, less time. "
+            "Needs gradient_checkpointing=False and a text-only model."
+        },
+    )
+    skip_zero_advantage: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave rows with advantage exactly 0 (tied groups) out of the loss's forward and backward; the "
+            "loss and its gradient are unchanged. Needs beta=0, entropy_coef=0, top_entropy_quantile=1 and no MoE "
+            "auxiliary loss."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_extension()
@@ -375,6 +410,7 @@ class GRPOExtConfig(GRPOConfig):
         self._validate_objectives()
         self._validate_online_reward_model()  # before principles: a judge labeler is a second use of `judge`
         self._validate_principles()
+        self._validate_efficiency()
 
     # Validation, one method per feature so each error is easy to find.
     def _validate_ladder(self) -> None:
@@ -515,6 +551,11 @@ class GRPOExtConfig(GRPOConfig):
             raise ValueError(f"`temperature_control_target` must be in [0, 1), got {self.temperature_control_target}.")
         if self.temperature_control_rate <= 0:
             raise ValueError(f"`temperature_control_rate` must be > 0, got {self.temperature_control_rate}.")
+        if self.temperature_control_rate > 10.0:  # = sampling.control.MAX_CONTROL_RATE, without importing torch here
+            raise ValueError(
+                "`temperature_control_rate` must be <= 10 (the error is in [-1, 1], so 10 already moves the ladder "
+                f"up to exp(10) ~ 22000x per batch), got {self.temperature_control_rate}."
+            )
         if not 0.0 <= self.temperature_control_tolerance < 1.0:
             raise ValueError(
                 f"`temperature_control_tolerance` must be in [0, 1), got {self.temperature_control_tolerance}."
@@ -663,6 +704,41 @@ class GRPOExtConfig(GRPOConfig):
                 f"`restore_callback_states_from_checkpoint=True` cannot be combined with `{FIELD}`: the online reward "
                 "model is a reward function and a callback at once and restores itself on resume; transformers would "
                 "replace the callback by a new object that is not the reward function. Leave it False (the default)."
+            )
+
+    def _validate_efficiency(self) -> None:
+        for name in ("share_prompt", "skip_zero_advantage"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+        if self.share_prompt and self.gradient_checkpointing:
+            raise ValueError(
+                "`share_prompt=True` cannot be combined with `gradient_checkpointing=True` (TRL's default): "
+                "transformers drops the key/value cache inside a checkpointed layer, and the shared prompt is passed "
+                "as that cache. Set gradient_checkpointing=False (the shared prompt saves most of the activation "
+                "memory checkpointing would)."
+            )
+        if not self.skip_zero_advantage:
+            return
+        readers = {
+            "beta": (self.beta, 0.0, "the KL term reads every row's log-probs"),
+            "entropy_coef": (getattr(self, "entropy_coef", 0.0) or 0.0, 0.0, "the entropy bonus reads every row"),
+            "top_entropy_quantile": (self.top_entropy_quantile, 1.0, "the entropy mask is a quantile over all rows"),
+        }
+        for name, (value, allowed, why) in readers.items():
+            if value != allowed:
+                raise ValueError(
+                    f"`skip_zero_advantage=True` needs `{name}={allowed}`, got `{name}={value}`: {why}, so leaving "
+                    "zero-advantage rows out would change the loss. Set it, or leave skip_zero_advantage off."
+                )
+        if getattr(self, "use_adaptive_entropy", False):
+            raise ValueError(
+                "`skip_zero_advantage=True` cannot be combined with `use_adaptive_entropy=True`: the entropy bonus "
+                "reads every row. Leave one of them off."
+            )
+        if self.loss_type not in SKIP_EXACT_LOSS_TYPES:
+            raise ValueError(
+                f"`skip_zero_advantage=True` is exact for `loss_type` in {list(SKIP_EXACT_LOSS_TYPES)}, got "
+                f"{self.loss_type!r} (its sequence weights read the log-prob ratio of every row)."
             )
 
     @property

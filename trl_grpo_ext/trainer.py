@@ -12,6 +12,9 @@ Each feature hooks the smallest TRL method and calls `super()`; no TRL method bo
 | objectives         | `__init__`                                | expands `WeightedReward` into TRL reward funcs + weights |
 | closed-loop ladder | `_generate_and_score_completions` + a callback | scales the ladder; checkpointed as a stateful callback |
 | online reward model| `__init__` + a callback                   | builds `learned_preference`; the objective checkpoints itself |
+| share_prompt       | `_get_per_token_logps_and_entropies`,     | each distinct prompt's keys/values computed once          |
+|                    | `_generate_single_turn`                   | (efficiency/shared_prompt.py)                             |
+| skip_zero_advantage| `_compute_loss` + the log-prob forward    | only rows with a non-zero advantage are computed          |
 
 With no new option set, every wrapper falls straight through to TRL.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 from typing import Any
 
@@ -31,6 +35,14 @@ from trl.trainer.utils import get_callable_name
 
 from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
+from .efficiency import (
+    backbone_of,
+    fill_rows,
+    prompt_groups,
+    rows_with_signal,
+    shared_prefill_generation,
+    shared_prompt_log_probs,
+)
 from .kit import is_kit_name, resolve_model_path
 from .rewards import (
     WeightedReward,
@@ -56,6 +68,7 @@ from .sampling.vllm_cpu import plain_cpu_linear_weights
 
 TEMPERATURE_KEY = "ext_temperature"
 _SUMMED_METRICS = ("errors", "judge_calls", "judge_cache_hits", "judge_retries")
+_SCORING_KWARGS = ("batch_size", "compute_entropy", "compute_aux_loss")
 
 
 class GRPOExtTrainer(GRPOTrainer):
@@ -163,11 +176,15 @@ class GRPOExtTrainer(GRPOTrainer):
         self._hooked_temperatures: torch.Tensor | None = None  # the same, only while log-probs are computed
         self._scoring_cursor = 0
         self._captured_rewards: torch.Tensor | None = None
+        self._loss_rows: torch.Tensor | None = None  # skip_zero_advantage: the rows the loss computes
+        self._kept_entropies: torch.Tensor | None = None
+        self._loss_placeholder: torch.Tensor | None = None  # a skipped row's log-probs: its old-policy ones
         self._captured_completion_ids: list[list[int]] | None = None
         if args.uses_ladder and args.ladder_logprob_temperature == "sampled":
             self._install_scoring_hooks()
         if args.temperature_control != "none":
             self.add_callback(LadderController.from_config(args))
+        self._check_efficiency_options(args)
         for objective in map(inspect.unwrap, self.reward_funcs):  # stateful objectives (OnlineRewardModel)
             if isinstance(objective, TrainerCallback) and objective not in self.callback_handler.callbacks:
                 getattr(objective, "bind_trainer", lambda trainer: None)(self)
@@ -300,6 +317,13 @@ class GRPOExtTrainer(GRPOTrainer):
         return controller.apply(ladder) if controller is not None and self.model.training else ladder
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        if self.args.share_prompt and not self.use_vllm:  # vLLM shares prompts by its own prefix caching
+            model = self.accelerator.unwrap_model(self.model_wrapped)
+            with shared_prefill_generation(model):
+                return self._generate_with_ladder(prompt_ids, *args, **kwargs)
+        return self._generate_with_ladder(prompt_ids, *args, **kwargs)
+
+    def _generate_with_ladder(self, prompt_ids, *args, **kwargs):
         temps = self._sampling_temperatures
         if temps is None:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
@@ -371,17 +395,53 @@ class GRPOExtTrainer(GRPOTrainer):
         output.last_hidden_state = scale_hidden_states(hidden, self.temperature / temps[rows].to(hidden.device))
         return output
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
-        if self._scoring_temperatures is None:
-            return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
-        if len(self._scoring_temperatures) != input_ids.size(0):
-            raise RuntimeError(
-                f"{len(self._scoring_temperatures)} row temperatures for {input_ids.size(0)} rows being scored."
-            )
-        self._scoring_cursor = 0
-        self._hooked_temperatures = self._scoring_temperatures
+    @contextlib.contextmanager
+    def _backbone_hook_paused(self):
+        """The shared prompt's own backbone pass is not a row of the batch: the ladder's hook leaves it alone."""
+        saved, self._hooked_temperatures = self._hooked_temperatures, None
         try:
-            result = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            yield
+        finally:
+            self._hooked_temperatures = saved
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
+    ):
+        keep, temps = self._loss_rows, self._scoring_temperatures
+        kwargs.update(batch_size=batch_size, compute_entropy=compute_entropy)
+        if keep is None:
+            return self._scored_rows(model, input_ids, attention_mask, logits_to_keep, temps, **kwargs)
+        rows = (input_ids[keep], attention_mask[keep], logits_to_keep, None if temps is None else temps[keep])
+        logps, entropies, aux_loss = self._scored_rows(model, *rows, **kwargs)
+        placeholder, self._loss_placeholder = self._loss_placeholder, None
+        self._kept_entropies = entropies
+        if entropies is not None:
+            entropies = fill_rows(entropies, keep, placeholder.new_zeros(placeholder.shape))
+        return fill_rows(logps, keep, placeholder), entropies, aux_loss
+
+    def _scored_rows(self, model, input_ids, attention_mask, logits_to_keep, temps, **kwargs):
+        """TRL's log-prob forward, with each row at its own temperature (ladder) and shared prompts (share_prompt)."""
+        forward = super()._get_per_token_logps_and_entropies
+        if self.args.share_prompt:
+            # compute_aux_loss is refused at construction (a MoE auxiliary loss); the rest are multimodal inputs
+            multimodal = [key for key, value in kwargs.items() if key not in _SCORING_KWARGS and value is not None]
+            if multimodal:
+                raise RuntimeError(f"`share_prompt` scores text-only batches; this batch has {multimodal}.")
+            kwargs = {key: kwargs[key] for key in ("batch_size", "compute_entropy")}
+            forward = functools.partial(
+                shared_prompt_log_probs,
+                autocast=self.accelerator.autocast,
+                prompt_pass=self._backbone_hook_paused,
+                plain=forward,
+            )
+        if temps is None:
+            return forward(model, input_ids, attention_mask, logits_to_keep, **kwargs)
+        if len(temps) != input_ids.size(0):
+            raise RuntimeError(f"{len(temps)} row temperatures for {input_ids.size(0)} rows being scored.")
+        self._scoring_cursor = 0
+        self._hooked_temperatures = temps
+        try:
+            result = forward(model, input_ids, attention_mask, logits_to_keep, **kwargs)
         finally:
             self._hooked_temperatures = None
         if self._scoring_cursor != input_ids.size(0):
@@ -392,13 +452,72 @@ class GRPOExtTrainer(GRPOTrainer):
         return result
 
     def _compute_loss(self, model, inputs):
-        if TEMPERATURE_KEY not in inputs:
-            return super()._compute_loss(model, inputs)
-        self._scoring_temperatures = inputs[TEMPERATURE_KEY]
+        self._scoring_temperatures = inputs.get(TEMPERATURE_KEY)
+        if self.args.skip_zero_advantage:
+            self._loss_rows = rows_with_signal(inputs["advantages"])
+            old = inputs.get("old_per_token_logps")  # a skipped row's log-prob = its old one: ratio 1, loss 0
+            self._loss_placeholder = old if old is not None else inputs["completion_ids"].new_zeros(
+                inputs["completion_ids"].shape, dtype=torch.float32
+            )
         try:
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
         finally:
             self._scoring_temperatures = None
+            keep, self._loss_rows = self._loss_rows, None
+            kept_entropies, self._kept_entropies = self._kept_entropies, None
+        if keep is not None:
+            self._log_skipped_rows(inputs, keep, kept_entropies)
+        if self.args.share_prompt:
+            self._log_shared_prompt(inputs, keep)
+        return loss
+
+    def _log_skipped_rows(self, inputs, keep: torch.Tensor, kept_entropies: torch.Tensor | None) -> None:
+        """`efficiency/skipped_rows_frac`, and TRL's `entropy` re-measured on the rows computed (global means)."""
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        mask = mask[keep].float()
+        entropy_sum = (kept_entropies.detach() * mask).sum() if kept_entropies is not None else mask.new_zeros(())
+        local = torch.stack([(~keep).sum().float(), keep.new_ones(keep.shape).sum().float(), entropy_sum, mask.sum()])
+        skipped, rows, entropy_sum, tokens = self.accelerator.reduce(local, reduction="sum").tolist()
+        self._metrics[mode]["efficiency/skipped_rows_frac"].append(skipped / rows)
+        if kept_entropies is not None and self._metrics[mode]["entropy"]:
+            self._metrics[mode]["entropy"][-1] = entropy_sum / max(tokens, 1.0)
+
+    def _log_shared_prompt(self, inputs, keep: torch.Tensor | None) -> None:
+        """`efficiency/prompt_tokens_saved_frac`: prompt positions of the loss's forward not computed again."""
+        mode = "train" if self.model.training else "eval"
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        if keep is not None:
+            prompt_ids, prompt_mask = prompt_ids[keep], prompt_mask[keep]
+        rows, length = prompt_ids.shape
+        distinct = len(prompt_groups(prompt_ids[:, :-1], prompt_mask[:, :-1])[0]) if length > 1 else rows
+        local = torch.tensor([float((rows - distinct) * max(length - 1, 0)), float(rows * length)])
+        saved, total = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").tolist()
+        self._metrics[mode]["efficiency/prompt_tokens_saved_frac"].append(saved / max(total, 1.0))
+
+    def _check_efficiency_options(self, args: GRPOExtConfig) -> None:
+        """What the config cannot see: the model (multimodal, MoE auxiliary loss, the key/value cache API)."""
+        if not (args.share_prompt or args.skip_zero_advantage):
+            return
+        field_name = "share_prompt" if args.share_prompt else "skip_zero_advantage"
+        if self._is_vlm:
+            raise ValueError(
+                f"`{field_name}=True` serves text-only models; {type(self.model).__name__} takes multimodal inputs, "
+                "whose rows cannot be regrouped. Leave it off for this model."
+            )
+        if self.aux_loss_enabled:
+            raise ValueError(
+                f"`{field_name}=True` cannot be combined with a MoE auxiliary loss (`router_aux_loss_coef` "
+                f"{self.router_aux_loss_coef}): it is computed over every row's tokens, prompt included. Set "
+                "router_aux_loss_coef=0 or leave the option off."
+            )
+        if args.share_prompt:
+            backbone = backbone_of(self.accelerator.unwrap_model(self.model))
+            if "cache" not in inspect.signature(backbone.forward).parameters:
+                raise ValueError(
+                    f"`share_prompt=True` passes the shared prompt as a key/value cache, and "
+                    f"{type(backbone).__name__}.forward takes no `cache` argument. Leave share_prompt off."
+                )
 
     # ------------------------------------------------------------------ rewards and advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

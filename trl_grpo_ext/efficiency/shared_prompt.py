@@ -1,0 +1,156 @@
+r"""Each group's prompt computed once: the loss's log-prob forward and `generate`'s prefill, with the same numbers.
+
+A GRPO batch holds every prompt K times, once per completion of its group, and the prompt is most of the tokens
+(75 % on the real demo). A causal model's keys and values at the prompt's positions depend only on the prompt, so
+they can be computed once per distinct prompt and shared:
+
+    prompt pass      backbone(prompt[:, :P-1])  on the U distinct prompts, use_cache=True -> keys/values (U, P-1)
+    expand           cache rows gathered by `inverse` -> (B, P-1)   (backward: the B rows' gradients summed per prompt)
+    completion pass  model([prompt[:, P-1], completion], cache=expanded, shift_labels=completion, fused_lm_head=True)
+
+The completion pass starts at the prompt's last token, whose hidden state scores the first completion token, so every
+completion token is scored by TRL's own fused LM head (`trl.trainer.utils.add_fused_lm_head`) with TRL's positions
+(`arange` over prompt + completion, as the plain forward uses), attention mask and temperature. What differs from
+the plain forward is only the order of float32 sums (the attention over U instead of B prompt rows).
+
+In `generate`, the prompts' prefill runs once per distinct prompt with the positions `generate` itself gives a
+left-padded row (`cumsum` of the attention mask), and `generate` decodes on top of the expanded cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct (prompt, mask) rows of a batch and, for every row, the index of its distinct prompt.
+
+    Returns `(first, inverse)`: `first[u]` is the first row holding distinct prompt u (in order of first appearance),
+    `inverse[i]` the distinct prompt of row i, so that `prompt_ids[first][inverse] == prompt_ids`.
+
+    Example:
+    ```python
+    >>> ids = torch.tensor([[5, 6], [7, 8], [5, 6], [5, 6]])
+    >>> first, inverse = prompt_groups(ids, torch.ones_like(ids))
+    >>> first.tolist(), inverse.tolist()
+    ([0, 1], [0, 1, 0, 0])
+    ```
+    """
+    rows = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    _, sorted_inverse = torch.unique(rows, dim=0, return_inverse=True)
+    num = int(sorted_inverse.max()) + 1 if sorted_inverse.numel() else 0
+    positions = torch.arange(rows.size(0), device=rows.device)
+    first = torch.full((num,), rows.size(0), dtype=torch.long, device=rows.device)
+    first = first.scatter_reduce(0, sorted_inverse, positions, reduce="amin")
+    order = torch.argsort(first)  # number the distinct prompts by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num, device=rows.device)
+    return first[order], rank[sorted_inverse]
+
+
+def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack (e.g. `Qwen2Model`) under a causal LM, a PEFT wrapper or a DDP wrapper.
+
+    PEFT's LoRA layers live inside it, so a call to it runs the adapter (or not, under `disable_adapter()`).
+    """
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model
+
+
+def shared_prompt_log_probs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    compute_entropy: bool = False,
+    batch_size: int | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    prompt_pass: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    plain: Callable[..., tuple[torch.Tensor, torch.Tensor | None, Any]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+    """Per-token log-probs (and entropies) of the completions, each distinct prompt of a chunk computed once.
+
+    The contract of TRL's `GRPOTrainer._get_per_token_logps_and_entropies` for a text-only batch: `input_ids` is
+    prompt + completion, the last `logits_to_keep` positions the completion; rows are processed in chunks of
+    `batch_size`. `model` must carry TRL's fused LM head. A chunk with no repeated prompt (or a prompt of one token)
+    is handed to `plain(model, input_ids, attention_mask, logits_to_keep, compute_entropy=...)`, TRL's own forward.
+    `prompt_pass` is entered around the prompt pass (the trainer pauses its per-row backbone hook there).
+    """
+    batch_size = batch_size or input_ids.size(0)
+    prompt_length = input_ids.size(1) - logits_to_keep
+    all_logps, all_entropies = [], []
+    for start in range(0, input_ids.size(0), batch_size):
+        ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+        first, inverse = prompt_groups(ids[:, : prompt_length - 1], mask[:, : prompt_length - 1])
+        if prompt_length < 2 or len(first) == ids.size(0):
+            logps, entropies, _ = plain(model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
+        else:
+            logps, entropies = _shared_chunk(model, ids, mask, prompt_length, first, inverse, autocast, prompt_pass)
+        all_logps.append(logps)
+        all_entropies.append(entropies)
+    entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+    return torch.cat(all_logps, dim=0), entropies, None
+
+
+def _shared_chunk(model, ids, mask, prompt_length, first, inverse, autocast, prompt_pass):
+    cached = prompt_length - 1  # the prompt's last token runs with its completion: it scores the first token
+    with autocast(), prompt_pass():
+        cache = backbone_of(model)(
+            input_ids=ids[first, :cached], attention_mask=mask[first, :cached], use_cache=True
+        ).cache
+    cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...); autograd sums the B rows back per prompt
+    completion = ids[:, prompt_length:]
+    labels = completion.masked_fill(mask[:, prompt_length:] == 0, -100)
+    shift_labels = torch.cat([labels, labels.new_full((labels.size(0), 1), -100)], dim=1)
+    with autocast():
+        outputs = model(
+            input_ids=ids[:, cached:],
+            attention_mask=mask,
+            cache=cache,
+            shift_labels=shift_labels,
+            fused_lm_head=True,
+        )
+    entropy = outputs.entropy[:, :-1] if outputs.entropy is not None else None
+    return outputs.log_probs[:, :-1], entropy
+
+
+@contextlib.contextmanager
+def shared_prefill_generation(model: torch.nn.Module):
+    """Within the block, `model.generate(input_ids, attention_mask, ...)` prefills each distinct prompt once.
+
+    The prompt minus its last token runs once per distinct prompt, with the positions `generate` gives a left-padded
+    row; its cache is expanded to the rows and `generate` continues from it (the last prompt token, then decoding as
+    before). Other calls (`cache` given, no repeated prompt) go through unchanged.
+    """
+    instance_generate = vars(model).get("generate")  # a `generate` other code patched on the instance
+    original_generate = model.generate
+
+    def generate(*args, input_ids=None, attention_mask=None, **kwargs):
+        if args or input_ids is None or attention_mask is None or kwargs.get("cache") is not None:
+            return original_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        cached = input_ids.size(1) - 1
+        first, inverse = prompt_groups(input_ids[:, :cached], attention_mask[:, :cached])
+        if cached < 1 or len(first) == input_ids.size(0):
+            return original_generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        prefix_mask = attention_mask[first, :cached]
+        positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)  # as `generate` numbers them
+        with torch.no_grad():
+            cache = backbone_of(model)(
+                input_ids=input_ids[first, :cached], attention_mask=prefix_mask, position_ids=positions, use_cache=True
+            ).cache
+        cache.batch_select_indices(inverse)
+        return original_generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        if instance_generate is not None:
+            model.generate = instance_generate
+        else:
+            del model.generate
