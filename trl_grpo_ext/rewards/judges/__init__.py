@@ -8,6 +8,9 @@ turns it into a judge. The block is a local judge unless it has a `base_url`:
 
     judge: {model: tiny:tiny, batch_size: 16}                                   # LocalJudge
     judge: {base_url: "http://127.0.0.1:8000/v1", model: judge, api_key_env: JUDGE_API_KEY, timeout: 30}
+
+A credential never goes in the block: `base_url` may not hold `user:password@`, and `api_key_env` must be a variable
+*name* (a value that is not one, such as a pasted key, is refused without being echoed).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
     "OpenAIJudge",
     "answer_of_token",
     "build_judge",
+    "check_base_url",
+    "check_env_name",
     "check_judge_config",
     "check_template",
     "parse_yes_no",
@@ -65,7 +70,9 @@ OPENAI_KEYS = {
     "batch_size": ("int>=1", 16),
     "top_logprobs": ("int>=1", 20),
     "max_tokens": ("int>=1", 1),
+    "max_response_bytes": ("int>=1", 16 * 2**20),
 }
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def __getattr__(name: str):
@@ -114,6 +121,57 @@ def check_template(template: Any, field: str = "judge.template") -> str:
     return template
 
 
+def check_base_url(value: Any, field: str = "judge.base_url") -> str:
+    """An http(s) API root without credentials: a user name or password in it would show in every repr, error
+    message and saved config, so it is refused (without echoing it).
+
+    Example:
+    ```python
+    >>> check_base_url("http://127.0.0.1:8000/v1")
+    'http://127.0.0.1:8000/v1'
+    >>> check_base_url("https://judge:hunter2@example.com/v1")
+    Traceback (most recent call last):
+    ...
+    ValueError: `judge.base_url` must not hold a user name or password ('user:password@'): put the credential in an environment variable and name it in `judge.api_key_env` (sent as a bearer token), got 'https://***@example.com/v1'.
+
+    ```
+    """
+    if isinstance(value, str) and "@" in value:
+        scheme, _, rest = value.partition("://")
+        shown = f"{scheme}://***@{rest.rpartition('@')[2]}" if re.fullmatch(r"https?", scheme) else "***"
+        raise ValueError(
+            f"`{field}` must not hold a user name or password ('user:password@'): put the credential in an "
+            f"environment variable and name it in `judge.api_key_env` (sent as a bearer token), got {shown!r}."
+        )
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"`{field}` must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {value!r}.")
+    return value
+
+
+def check_env_name(value: Any, field: str = "judge.api_key_env") -> str:
+    """The *name* of an environment variable; anything else is refused without echoing it (it may be the key).
+
+    Example:
+    ```python
+    >>> check_env_name("JUDGE_API_KEY")
+    'JUDGE_API_KEY'
+    >>> check_env_name("sk-0123456789abcdef")
+    Traceback (most recent call last):
+    ...
+    ValueError: `judge.api_key_env` must be the *name* of an environment variable (letters, digits and '_', not starting with a digit), such as 'JUDGE_API_KEY', got a 19-character string that is not one (not shown: it may be the key itself). Export the key in a variable and name that variable here.
+
+    ```
+    """
+    if isinstance(value, str) and ENV_NAME.fullmatch(value):
+        return value
+    got = f"a {len(value)}-character string" if isinstance(value, str) else f"a value of type {type(value).__name__}"
+    raise ValueError(
+        f"`{field}` must be the *name* of an environment variable (letters, digits and '_', not starting with a "
+        f"digit), such as 'JUDGE_API_KEY', got {got} that is not one (not shown: it may be the key itself). Export "
+        "the key in a variable and name that variable here."
+    )
+
+
 def _check_value(key: str, kind: Any, value: Any) -> Any:
     field = f"judge.{key}"
     is_int = isinstance(value, int) and not isinstance(value, bool)
@@ -140,13 +198,9 @@ def _check_value(key: str, kind: Any, value: Any) -> Any:
             raise ValueError(f"`{field}` must be a finite number {kind[5:]}, got {value!r}.")
         value = float(value)
     elif kind == "url":
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"`{field}` must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {value!r}.")
+        check_base_url(value, field)
     elif kind == "env":
-        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError(
-                f"`{field}` must be the *name* of an environment variable (letters, digits, '_'), got {value!r}."
-            )
+        check_env_name(value, field)
     elif kind == "template":
         check_template(value, field)
     return value
@@ -163,7 +217,7 @@ def check_judge_config(value: Any) -> dict[str, Any]:
     >>> check_judge_config({"base_url": "http://127.0.0.1:8000/v1", "model": "m", "timout": 5})
     Traceback (most recent call last):
     ...
-    ValueError: `judge` has unknown key 'timout' (did you mean 'timeout'?); an endpoint judge takes ['api_key_env', 'backoff', 'base_url', 'batch_size', 'cache_size', 'chat', 'max_concurrency', 'max_retries', 'max_tokens', 'model', 'template', 'timeout', 'top_logprobs'].
+    ValueError: `judge` has unknown key 'timout' (did you mean 'timeout'?); an endpoint judge takes ['api_key_env', 'backoff', 'base_url', 'batch_size', 'cache_size', 'chat', 'max_concurrency', 'max_response_bytes', 'max_retries', 'max_tokens', 'model', 'template', 'timeout', 'top_logprobs'].
 
     ```
     """

@@ -119,7 +119,8 @@ class Judge:
 
     Subclasses implement `_score_uncached(texts)` and `_cache_key(text)` (everything that makes the request: the
     text, the model and the sampling settings). Successful scores are kept in an in-memory LRU cache of `cache_size`
-    entries (0 turns it off), so an identical request is answered without calling the model; errors are not cached.
+    entries (0 turns it off), so an identical request is answered without calling the model; errors are not cached,
+    and a score that is not a number in [0, 1] (NaN from a broken model) is an error.
 
     The counters `calls` (texts sent to the model), `cache_hits` and `retries` only grow; read their change over a
     `score` call. A judge is shared across threads: the cache and the counters are locked.
@@ -174,6 +175,8 @@ class Judge:
             with self._lock:
                 self.calls += len(first)
                 for (key, indices), score in zip(missing.items(), scores):
+                    if not isinstance(score, Exception) and not 0.0 <= score <= 1.0:  # NaN too
+                        score = JudgeError(f"{self.describe()} gave {score!r}, which is not a probability in [0, 1]")
                     for index in indices:
                         results[index] = score
                     if not isinstance(score, Exception) and self.cache_size:
