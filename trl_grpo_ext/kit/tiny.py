@@ -18,8 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import string
+import threading
 from pathlib import Path
 
 import torch
@@ -140,29 +143,60 @@ def save_tiny(output_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, 
     return output_dir
 
 
+TINY_SPEC = re.compile(r"(?P<size>[A-Za-z0-9]+)(?:@(?P<seed>[0-9]+))?")
+
+
+def parse_tiny_spec(spec: str) -> tuple[str, int]:
+    """`(size, seed)` of a tiny-kit spec, the part after `tiny:`: `"small@3"` -> `("small", 3)`, `""` -> `("tiny", 0)`.
+
+    Anything else (a path, an unknown size, a seed that is not a non-negative 64-bit integer) is refused here,
+    before the spec names a directory.
+    """
+    match = TINY_SPEC.fullmatch(spec or "tiny")
+    if match is None or match["size"] not in MODEL_SIZES or int(match["seed"] or 0) >= 2**64:
+        size, _, seed = spec.partition("@")
+        close = [] if size in MODEL_SIZES else difflib.get_close_matches(size, list(MODEL_SIZES), n=1)
+        suffix = f"@{seed}" if re.fullmatch("[0-9]+", seed) else ""
+        hint = f" (did you mean 'tiny:{close[0]}{suffix}'?)" if close else ""
+        raise ValueError(
+            f"Unknown tiny-kit model {'tiny:' + spec!r}{hint}; the kit's tiny models are `tiny:<size>[@<seed>]` with "
+            f"<size> one of {sorted(MODEL_SIZES)} and <seed> a non-negative integer below 2**64 (e.g. 'tiny:small@3')."
+        )
+    return match["size"], int(match["seed"] or 0)
+
+
 def materialise_tiny(spec: str, target: Path) -> None:
     """Build the tiny-kit model named by `spec` (`"<size>"` or `"<size>@<seed>"`, the part after `tiny:`) in `target`."""
-    size, _, seed = (spec or "tiny").partition("@")
-    save_tiny(target, size=size, seed=int(seed) if seed else 0)
+    size, seed = parse_tiny_spec(spec)
+    save_tiny(target, size=size, seed=seed)
 
 
 def tiny_cache_name(spec: str) -> str:
     """The kit cache's directory name for a tiny-kit spec: `"small@3"` -> `"tiny-small-seed3"`."""
-    size, _, seed = (spec or "tiny").partition("@")
-    return f"tiny-{size}-seed{int(seed) if seed else 0}"
+    size, seed = parse_tiny_spec(spec)
+    return f"tiny-{size}-seed{seed}"
 
 
 class _seeded:
-    """Context manager: fork the RNG, seed it, restore on exit (so building a model doesn't disturb the caller)."""
+    """Context manager: fork the RNG, seed it, restore on exit (so building a model doesn't disturb the caller).
+
+    torch's RNG is one per process: threads building kit models at once take turns, or one's seeding would land in
+    the middle of another's initialisation and give it other weights than its seed's.
+    """
+
+    _lock = threading.Lock()
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def __enter__(self):
+        self._lock.acquire()
         self._fork = torch.random.fork_rng(devices=[])
         self._fork.__enter__()
         torch.manual_seed(self.seed)
 
     def __exit__(self, *exc):
-        return self._fork.__exit__(*exc)
-
+        try:
+            return self._fork.__exit__(*exc)
+        finally:
+            self._lock.release()
