@@ -157,7 +157,7 @@ def cooled_checkpoint(tmp_path_factory):
         **CONTROL,
         temperature_range=[1.0, 2.0],
         temperature_control_target=0.5,
-        temperature_control_rate=20.0,
+        temperature_control_rate=10.0,
         max_steps=1,
     )
     trainer.train()
@@ -184,7 +184,7 @@ def test_resume_with_other_controller_settings_keeps_the_new_ones(tmp_path, cool
     with pytest.warns(UserWarning, match=r"temperature_range \[1.0, 2.0\] -> \[0.2, 0.4\]") as record:
         trainer.train(resume_from_checkpoint=str(cooled_checkpoint))
     (warning,) = [w for w in record if "LadderController" in str(w.message)]
-    assert "target 0.5 -> 0.2" in str(warning.message) and "rate 20.0 -> 1.0" in str(warning.message)
+    assert "target 0.5 -> 0.2" in str(warning.message) and "rate 10.0 -> 1.0" in str(warning.message)
     (step_2,) = [e for e in trainer.state.log_history if e.get("step") == 2 and "ladder/t_min" in e]  # 1 is A's
     assert (step_2["ladder/t_min"], step_2["ladder/t_max"]) == pytest.approx((0.1, 0.2))  # before: (0.1, 0.1)
     assert step_2["ladder/zero_std_target"] == 0.2

@@ -390,14 +390,9 @@ def _qualname(fn) -> str:
     return f"{module}:{name}"
 
 
-def _explicit_keys(argv: list[str], config_path: str | None) -> list[str]:
+def _explicit_keys(argv: list[str], recipe: dict) -> list[str]:
     """The keys the recipe and the command line set, in that order (the command line wins on a repeat)."""
-    keys = []
-    if config_path is not None:
-        import yaml
-
-        with open(config_path) as f:
-            keys += [k for k in yaml.safe_load(f) if k != "env"]
+    keys = [k for k in recipe if k != "env"]
     keys += [a[2:].split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config"]
     return list(dict.fromkeys(keys))
 
@@ -606,20 +601,55 @@ def _no_accelerator() -> bool:
     return not is_torch_bf16_gpu_available()
 
 
+def _read_recipe(config_path: str) -> dict:
+    """The recipe at `config_path`, read as TrlParser reads it (`yaml.safe_load`: no tags that build Python objects);
+    `_RecipeError` naming the file unless it is a mapping of names (strings) to values, with an `env` mapping of
+    variable names, which TrlParser passes on as keyword arguments and environment variables."""
+    import yaml
+
+    try:
+        with open(config_path) as f:
+            recipe = yaml.safe_load(f)
+    except OSError as err:
+        raise _RecipeError(f"cannot read the recipe {config_path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise _RecipeError(f"cannot parse the recipe {config_path}: {' '.join(str(err).split())}") from None
+    if not isinstance(recipe, dict):
+        kind = type(recipe).__name__
+        kind = "an empty file" if recipe is None else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        raise _RecipeError(
+            f"the recipe {config_path} must be a mapping of keys to values (`key: value` lines), got {kind}."
+        )
+    quote = "YAML reads a bare number, null, yes/no, on/off or true/false as a value: quote it"
+    for key in recipe:
+        if not isinstance(key, str):
+            raise _RecipeError(
+                f"recipe key {key!r} in {config_path} is not a name: keys are field names such as `learning_rate` "
+                f"({quote})."
+            )
+    env = recipe.get("env", {})
+    if not isinstance(env, dict):  # the values may be secrets: name the type only
+        raise _RecipeError(
+            f"`env` in the recipe {config_path} must be a mapping of variable names to values, got a "
+            f"{type(env).__name__}."
+        )
+    for name in env:
+        if not isinstance(name, str):
+            raise _RecipeError(f"`env` variable name {name!r} in the recipe {config_path} must be a string ({quote}).")
+    return recipe
+
+
 def _prepare(argv: list[str]):
     """(trainer, dataset name) of the recipe, or an exit status when there is nothing to train here (dry run,
     relaunch)."""
-    import yaml
-
     argv, dry_run = _split_dry_run(argv)
-    config_path = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if argv[-1:] == ["--config"]:
+        raise _RecipeError("`--config` needs the path of a recipe: trl-grpo-ext train --config X.yaml.")
+    config_path = argv[argv.index("--config") + 1] if "--config" in argv else None
+    recipe = {} if config_path is None else _read_recipe(config_path)
     notes = []
     try:
         parser, parsed, config_remaining, cli_remaining = _parse(argv)
-    except OSError as err:
-        raise _RecipeError(f"cannot read the recipe {config_path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:  # TrlParser reads recipes with yaml.safe_load: no tags that build Python objects
-        raise _RecipeError(f"cannot parse the recipe {config_path}: {' '.join(str(err).split())}") from None
     except ValueError:
         # A GPU recipe checked on a machine without a GPU: TrainingArguments refuses bf16/fp16 there. Check the rest of
         # the recipe as if on its GPU; a real run on this machine still fails with TrainingArguments' message.
@@ -654,7 +684,7 @@ def _prepare(argv: list[str]):
 
     launch = [] if _already_launched() else config_launch + cli_launch
     if dry_run:
-        _print_summary(parsed, launch, config_path, _explicit_keys(argv, config_path), notes)
+        _print_summary(parsed, launch, config_path, _explicit_keys(argv, recipe), notes)
         return 0
     if launch:
         return _relaunch(launch, _without_subsequence(argv, cli_launch))

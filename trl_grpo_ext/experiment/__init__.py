@@ -38,6 +38,7 @@ from .runner import (
     TINY_TASK,
     RunSpec,
     SettingsMismatch,
+    cell_name,
     execute,
     grid_specs,
     mismatch,
@@ -76,7 +77,7 @@ def select_levels(root: Path, settings, workers: int, conditions: list[str], tas
         candidates = [lvl for lvl in candidate_levels[name] if (name, lvl) in gains]
         if candidates:
             chosen[name] = min(candidates, key=lambda lvl: abs(gains[(name, lvl)] - SELECT_TARGET * clean_gain))
-    measured = {f"{c}" + ("" if lvl is None else f"_{lvl:g}"): g for (c, lvl), g in gains.items()}
+    measured = {cell_name(c, lvl): g for (c, lvl), g in gains.items()}
     path = root / "levels.json"
     if path.exists():  # a selection for some conditions keeps the others' earlier choices
         previous = json.loads(path.read_text())

@@ -62,6 +62,15 @@ QUICK_SETTINGS = ExperimentSettings(
 )
 
 
+def cell_name(condition: str, level: float | None) -> str:
+    """`condition`, or `condition_level` with the level as six significant digits write it when they write it exactly
+    (`outliers_0.1`), else as its exact repr (`outliers_0.1000001`): two levels never share a run directory."""
+    if level is None:
+        return condition
+    short = f"{level:g}"
+    return f"{condition}_{short if float(short) == level else repr(float(level))}"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One cell of the grid for one seed."""
@@ -75,7 +84,7 @@ class RunSpec:
 
     @property
     def cell(self) -> str:
-        return self.condition if self.level is None else f"{self.condition}_{self.level:g}"
+        return cell_name(self.condition, self.level)
 
     def directory(self, root: Path, group: str = "runs") -> Path:
         return root / group / self.cell / self.arm / f"seed{self.seed}"
@@ -372,13 +381,18 @@ def _fingerprint(settings) -> dict:
 
 
 def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None = None) -> bool:
-    """Whether a run's result exists; one written with other settings or another arm config is an error, not a
-    silent mix."""
+    """Whether a run's result exists; one written with other settings or another arm config, or one that records no
+    settings, is an error, not a silent mix."""
     if not path.exists():
         return False
     result = json.loads(path.read_text())
     recorded = result.get("settings")
-    if recorded is not None and _fingerprint(recorded) != _fingerprint(settings):
+    if recorded is None:
+        raise SettingsMismatch(
+            f"{path} records no settings, so it cannot be checked against these; use another `--output-dir` for "
+            f"these settings, or delete {path.parent} to train the run again."
+        )
+    if _fingerprint(recorded) != _fingerprint(settings):
         raise SettingsMismatch(
             f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
             f"({_fingerprint(settings)})."
@@ -394,7 +408,10 @@ def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None 
 def mismatch(result: dict, settings: ExperimentSettings, arm_config: dict) -> str | None:
     """What differs between a finished run's `result` and these settings and arm config (`None`: nothing)."""
     recorded = result.get("settings")
-    differences = [] if recorded is None else _differences(_fingerprint(recorded), _fingerprint(settings), "the run")
+    if recorded is None:
+        differences = ["settings: none recorded in the run"]
+    else:
+        differences = _differences(_fingerprint(recorded), _fingerprint(settings), "the run")
     arm = json.loads(json.dumps(arm_config))
     if result.get("arm_config") != arm:
         differences.append(f"arm config: {result.get('arm_config')} in the run, {arm} here")

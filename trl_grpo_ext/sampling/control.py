@@ -14,6 +14,12 @@ in log-temperature (temperature divides the logits, so equal ratios are equal st
 inside `temperature_bounds` = [t_floor, t_ceiling] with its shape (the ratio T_{K-1} / T_0) unchanged, and stops the
 scale from winding up while the ladder sits at a bound. The scale after batch n is used for batch n + 1.
 
+The gain eta is in (0, `MAX_CONTROL_RATE`] = (0, 10]: |e_n| <= 1, so one batch moves the ladder by at most exp(10) ~
+22000x, far beyond any bounds. The step is compared with the bounds in log space before it is taken, so no gain
+overflows. A group with fewer than two scorable completions (every objective NaN, e.g. a judge outage under the
+`skip` fault policy) has no spread to measure and is left out of z_n; a batch with no group measured gives z_n = NaN
+and leaves the ladder where it is.
+
 `LadderController` holds c_n; it is also a transformers `TrainerCallback` and `ExportableState`, so the trainer's
 checkpoints (`trainer_state.json`, `stateful_callbacks`) carry it and a resumed run continues with the same ladder.
 A checkpoint records the controller's settings with c_n. A run resumed with the same settings continues exactly; one
@@ -33,15 +39,19 @@ from transformers.trainer_callback import ExportableState
 from trl.trainer.utils import nanstd
 
 CONTROL_SIGNALS = ("none", "zero_std")
+MAX_CONTROL_RATE = 10.0  # the largest gain eta: exp(10 * 1) is already a 22000x step, clipped by any bounds
 
 
 def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor, num_generations: int) -> float:
     r"""Fraction of groups whose weighted reward has zero standard deviation: TRL's `frac_reward_zero_std`.
 
     r_j = sum_k w_k * rewards_per_func[j, k] (NaN skipped; NaN when every objective is NaN, as TRL does);
-    z = mean over groups g of [ isclose(nanstd(r_{g,1..K}), 0) ]. This is the number TRL logs as
-    `frac_reward_zero_std` with `multi_objective_aggregation="sum_then_normalize"` and `scale_rewards` "group" or
-    "none" (TRL's defaults); with the other settings TRL's metric looks at the batch's std instead. K = 1 gives 1.0.
+    z = mean over the measured groups g of [ isclose(nanstd(r_{g,1..K}), 0) ]. A group is measured when its std is
+    defined: at least two of its completions have a reward. When every completion has one, every group is measured
+    and this is the number TRL logs as `frac_reward_zero_std` with `multi_objective_aggregation="sum_then_normalize"`
+    and `scale_rewards` "group" or "none" (TRL's defaults); with the other settings TRL's metric looks at the batch's
+    std instead. TRL counts an unmeasured group as one with signal (its std is NaN); here it is left out, so a batch
+    where nothing could be scored does not read as "every group teaches". K = 1 gives 1.0.
 
     Args:
         rewards_per_func (`torch.Tensor` of shape `(G * K, F)`):
@@ -52,12 +62,15 @@ def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tens
             Group size K.
 
     Returns:
-        `float` in [0, 1].
+        `float` in [0, 1], or NaN when no group is measured.
 
     Example:
     >>> rewards = torch.tensor([[1.0], [1.0], [0.0], [1.0]])  # group 0: equal rewards; group 1: not
     >>> zero_std_fraction(rewards, torch.tensor([1.0]), num_generations=2)
     0.5
+    >>> rewards[3] = float("nan")  # group 1 has one reward left: no spread to measure
+    >>> zero_std_fraction(rewards, torch.tensor([1.0]), num_generations=2)
+    1.0
     """
     if num_generations < 1 or rewards_per_func.size(0) % num_generations or rewards_per_func.size(0) == 0:
         raise ValueError(
@@ -69,6 +82,9 @@ def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tens
     rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
     rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
     std = nanstd(rewards.view(-1, num_generations), dim=1)
+    std = std[~torch.isnan(std)]  # groups with fewer than two rewards have no std: not measured
+    if std.numel() == 0:
+        return math.nan
     return torch.isclose(std, torch.zeros_like(std)).float().mean().item()
 
 
@@ -78,7 +94,8 @@ def next_scale(
     r"""One step of the control law: c' = clip(c * exp(eta * e), lo, hi), e = signal - target outside the band.
 
     e = signal - target, shrunk toward 0 by `tolerance` (0 inside [target - tolerance, target + tolerance]).
-    A non-finite signal (no group measured) leaves the scale unchanged.
+    A non-finite signal (no group measured) leaves the scale unchanged. The step eta * e is compared with the bounds
+    in log space before it is taken, so any gain (even one that would overflow `exp`) gives at most the bound.
 
     Args:
         scale (`float`):
@@ -110,7 +127,12 @@ def next_scale(
     error = signal - target
     error = math.copysign(max(abs(error) - tolerance, 0.0), error)
     lo, hi = bounds
-    return min(max(scale * math.exp(rate * error), lo), hi)
+    step = rate * error if error else 0.0  # log c moves by this much; no error, no move (even at an infinite gain)
+    if step >= math.log(hi / scale):
+        return hi
+    if step <= math.log(lo / scale):
+        return lo
+    return min(max(scale * math.exp(step), lo), hi)
 
 
 class LadderController(TrainerCallback, ExportableState):
@@ -124,7 +146,7 @@ class LadderController(TrainerCallback, ExportableState):
         target (`float`):
             z*, the target fraction of groups without signal.
         rate (`float`):
-            eta (> 0).
+            eta, in (0, `MAX_CONTROL_RATE`] = (0, 10].
         tolerance (`float`, *optional*, defaults to `0.0`):
             delta (>= 0).
         signal (`str`, *optional*, defaults to `"zero_std"`):
@@ -151,6 +173,8 @@ class LadderController(TrainerCallback, ExportableState):
     ):
         if signal not in CONTROL_SIGNALS[1:]:
             raise ValueError(f"`signal` must be one of {list(CONTROL_SIGNALS[1:])}, got {signal!r}.")
+        if not 0 < rate <= MAX_CONTROL_RATE:
+            raise ValueError(f"`rate` must be in (0, {MAX_CONTROL_RATE:g}], got {rate!r}.")
         t_min, t_max = (float(t) for t in temperature_range)
         floor, ceiling = (float(t) for t in temperature_bounds)
         if not 0 < floor <= t_min <= t_max <= ceiling:
