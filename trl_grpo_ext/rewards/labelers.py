@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 from .guard import PartialRewardsError
 from .judges import Judge, JudgeError
 
-__all__ = ["GoldLabeler", "JudgeLabeler", "QueueLabeler", "pair_id"]
+__all__ = ["GoldLabeler", "JudgeLabeler", "QueueLabeler", "check_queue_settings", "pair_id"]
 
 
 def _check_lengths(name: str, completions_a: Sequence, completions_b: Sequence) -> int:
@@ -149,6 +150,81 @@ def pair_id(prompt: Any, completion_a: Any, completion_b: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+MAX_QUEUE_TIMEOUT = 86400.0  # a day
+MAX_POLL_INTERVAL = 3600.0  # an hour
+DEFAULT_MAX_OUTSTANDING = 256
+_QUOTED_LINES, _QUOTED_CHARS = 3, 100
+
+
+def _seconds(field: str, value: Any, high: float, zero: bool) -> float:
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (number and (0 <= value if zero else 0 < value) and value <= high):
+        raise ValueError(
+            f"`{field}` must be a number of seconds {'>=' if zero else '>'} 0 and <= {high:g}, got {value!r}."
+        )
+    return float(value)
+
+
+def _file_path(field: str, value: Any, what: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"`{field}` must be {what} (a file path), got {value!r}.")
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"`{field}` must be {what}, got {str(path)!r}, which is a directory.")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"`{field}` must be {what}, got {str(path)!r}, which is not a regular file.")
+    return path
+
+
+def check_queue_settings(
+    path: Any,
+    requests_path: Any = None,
+    timeout: Any = 0.0,
+    poll_interval: Any = 0.2,
+    max_outstanding: Any = DEFAULT_MAX_OUTSTANDING,
+    *,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """The settings of a `QueueLabeler`, validated: the one rule of `QueueLabeler(...)` and of a config's
+    `{type: queue}` labeler block (`prefix` names the block in the error, e.g. `"online_reward_model.labeler."`).
+
+    `path` and `requests_path` must be two different files (compared resolved), neither a directory nor another
+    non-regular file where it exists; `timeout` in [0, 86400] seconds (a day), `poll_interval` in (0, 3600] (an hour),
+    `max_outstanding` an integer >= 1. Returns them normalised: paths, seconds as floats, `requests_path` defaulted.
+
+    Example:
+    ```python
+    >>> str(check_queue_settings("labels.jsonl", timeout=60)["requests_path"])
+    'labels.requests.jsonl'
+    >>> check_queue_settings("labels.jsonl", poll_interval=1e300)
+    Traceback (most recent call last):
+    ...
+    ValueError: `poll_interval` must be a number of seconds > 0 and <= 3600, got 1e+300.
+
+    ```
+    """
+    labels = _file_path(f"{prefix}path", path, "the labels file (JSONL)")
+    requests = (
+        labels.with_suffix(".requests.jsonl")
+        if requests_path is None
+        else _file_path(f"{prefix}requests_path", requests_path, "the requests file (JSONL)")
+    )
+    if requests.resolve() == labels.resolve():
+        raise ValueError(
+            f"`{prefix}requests_path` must differ from `{prefix}path` (the run appends its requests to one file, the "
+            f"person their labels to the other), got {str(requests)!r} for both."
+        )
+    if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or max_outstanding < 1:
+        raise ValueError(f"`{prefix}max_outstanding` must be an integer >= 1, got {max_outstanding!r}.")
+    return {
+        "path": labels,
+        "requests_path": requests,
+        "timeout": _seconds(f"{prefix}timeout", timeout, MAX_QUEUE_TIMEOUT, zero=True),
+        "poll_interval": _seconds(f"{prefix}poll_interval", poll_interval, MAX_POLL_INTERVAL, zero=False),
+        "max_outstanding": max_outstanding,
+    }
+
+
 class QueueLabeler:
     """A person labels while training runs: requests are appended to a JSONL file, labels read back by id.
 
@@ -156,22 +232,32 @@ class QueueLabeler:
     `{"id": ..., "label": 1 | 0 | 0.5 | null}` to `path` (1: a is better, 0: b, 0.5: tie, null: cannot say).
     A call writes the requests of its new pairs, then polls `path` for up to `timeout` seconds (every
     `poll_interval` seconds) until all of them are answered; an unanswered pair abstains (`None`) and stays queued.
-    `collect()` returns the queued pairs answered since (the online reward model calls it every update). A line that
-    is not a JSON object with `id` and `label` is a fault, reported once; an incomplete last line (being written) is
-    read at the next poll. A label value outside {0, 0.5, 1, null} is passed on, and the online reward model refuses
-    it under the reward error policy.
+    `collect()` returns the queued pairs answered since (the online reward model calls it every update). At most
+    `max_outstanding` pairs are queued: once that many wait for an answer, the new pairs of a call are not requested
+    and abstain, until answers come in.
+
+    The labels file is read as UTF-8 line by line (a byte order mark is ignored). A line that is not a JSON object
+    with `id` and `label` (or not UTF-8) is a fault, reported once (by its content, so a new typo on an edited line is
+    reported too); the other lines are read. The fault names the first few bad lines, each quoted up to 100
+    characters only when the file holds label lines (the content of a file that is not a labels file is never
+    quoted), and counts the rest. The last line is read without its newline once it is a JSON object; otherwise it is
+    still being written and is read at the next poll. A label value outside {0, 0.5, 1, null} is passed on, and the
+    online reward model refuses it under the reward error policy.
 
     One writer: under GRPOExtTrainer only process 0 asks the labeler (`OnlineRewardModel` broadcasts the labels).
 
     Args:
         path (`str | Path`):
-            The labels file (JSONL), appended to by the person.
+            The labels file (JSONL), appended to by the person; not a directory.
         requests_path (`str | Path`, *optional*):
-            The requests file (JSONL); defaults to `path` with the suffix `.requests.jsonl`.
+            The requests file (JSONL), another file than `path`; defaults to `path` with the suffix
+            `.requests.jsonl`.
         timeout (`float`, *optional*, defaults to `0.0`):
-            Seconds a call waits for the labels of its pairs (0: look once).
+            Seconds a call waits for the labels of its pairs (0: look once), at most 86400 (a day).
         poll_interval (`float`, *optional*, defaults to `0.2`):
-            Seconds between two reads of `path` while waiting.
+            Seconds between two reads of `path` while waiting, > 0 and at most 3600 (an hour).
+        max_outstanding (`int`, *optional*, defaults to `256`):
+            The most pairs requested and not answered yet (they are kept in every checkpoint).
     """
 
     def __init__(
@@ -180,17 +266,14 @@ class QueueLabeler:
         requests_path: str | Path | None = None,
         timeout: float = 0.0,
         poll_interval: float = 0.2,
+        max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
     ):
-        for field, value in (("timeout", timeout), ("poll_interval", poll_interval)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"`{field}` must be a number >= 0 (seconds), got {value!r}.")
-        self.path = Path(path)
-        self.requests_path = (
-            Path(requests_path) if requests_path is not None else self.path.with_suffix(".requests.jsonl")
-        )
-        self.timeout, self.poll_interval = float(timeout), float(poll_interval)
+        settings = check_queue_settings(path, requests_path, timeout, poll_interval, max_outstanding)
+        self.path, self.requests_path = settings["path"], settings["requests_path"]
+        self.timeout, self.poll_interval = settings["timeout"], settings["poll_interval"]
+        self.max_outstanding = settings["max_outstanding"]
         self._pending: dict[str, dict[str, Any]] = {}  # id -> {"prompt", "a", "b"}: requested, not yet answered
-        self._reported_lines: set[int] = set()
+        self._reported: set[bytes] = set()  # digests of the bad lines reported
 
     def __repr__(self) -> str:
         return f"QueueLabeler({str(self.path)!r})"
@@ -200,35 +283,77 @@ class QueueLabeler:
         """Pairs requested and not answered yet (the online reward model keeps them within its budget)."""
         return len(self._pending)
 
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any]:
+        entry = json.loads(raw.decode("utf-8-sig"))
+        if not isinstance(entry, dict) or "id" not in entry or "label" not in entry:
+            raise ValueError("not a JSON object with 'id' and 'label'")
+        return entry
+
+    @staticmethod
+    def _is_object(raw: bytes) -> bool:
+        try:
+            return isinstance(json.loads(raw.decode("utf-8-sig")), dict)
+        except ValueError:
+            return False
+
     def _read_labels(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
-        lines = self.path.read_text(encoding="utf-8").split("\n")
-        labels, bad = {}, []
-        for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline yet: not complete
-            if not line.strip():
+        if not self.path.is_file():
+            raise ValueError(f"The labels file {str(self.path)!r} is no longer a regular file.")
+        *lines, last = self.path.read_bytes().split(b"\n")
+        if last.strip() and self._is_object(last):  # no newline yet: complete once a JSON object, else being written
+            lines.append(last)
+        labels: dict[str, Any] = {}
+        bad: list[tuple[int, bytes, ValueError]] = []
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or "id" not in entry or "label" not in entry:
-                    raise ValueError("not a JSON object with 'id' and 'label'")
-            except ValueError as exc:
-                if number not in self._reported_lines:
-                    self._reported_lines.add(number)
-                    bad.append(f"{self.path}:{number}: {exc}: {line[:200]!r}")
+                entry = self._parse(raw)
+            except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+                digest = hashlib.sha256(raw.strip()).digest()
+                if digest not in self._reported:
+                    self._reported.add(digest)
+                    bad.append((number, raw, exc))
                 continue
             labels[str(entry["id"])] = entry["label"]
         if bad:
-            raise ValueError("Malformed label lines: " + "; ".join(bad))
+            raise ValueError(self._malformed(bad, quote=bool(labels)))
         return labels
 
+    def _malformed(self, bad: list[tuple[int, bytes, ValueError]], quote: bool) -> str:
+        """The fault of the bad lines: the first few, quoted (cut) only from a file that holds label lines."""
+        shown = []
+        for number, raw, exc in bad[:_QUOTED_LINES]:
+            reason = f"not UTF-8 (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            text = f"{self.path}:{number}: {reason}"
+            if quote:
+                line = raw.strip().decode("utf-8-sig", errors="replace")
+                text += f": {line[:_QUOTED_CHARS]!r}" + ("..." if len(line) > _QUOTED_CHARS else "")
+            shown.append(text)
+        message = "Malformed label lines: " + "; ".join(shown)
+        if len(bad) > _QUOTED_LINES:
+            message += f"; and {len(bad) - _QUOTED_LINES} more"
+        if not quote:
+            message += " (the file holds no label line, so its content is not quoted: is `path` the labels file?)"
+        return message
+
     def _request(self, ids: list[str], pairs: list[dict[str, Any]]) -> None:
-        new = [(i, p) for i, p in zip(ids, pairs) if i not in self._pending]
+        """Append the requests of the pairs not queued yet, within `max_outstanding` (the others are not requested)."""
+        new: dict[str, dict[str, Any]] = {}
+        for request_id, pair in zip(ids, pairs):
+            if request_id in self._pending or request_id in new:
+                continue
+            if len(self._pending) + len(new) >= self.max_outstanding:
+                break
+            new[request_id] = pair
         if not new:
             return
         self.requests_path.parent.mkdir(parents=True, exist_ok=True)
         with self.requests_path.open("a", encoding="utf-8") as f:
-            for request_id, pair in new:
+            for request_id, pair in new.items():
                 f.write(json.dumps({"id": request_id, **pair}, ensure_ascii=False, default=str) + "\n")
                 self._pending[request_id] = pair
 
@@ -238,12 +363,14 @@ class QueueLabeler:
         pairs = [{"prompt": p, "a": a, "b": b} for p, a, b in zip(prompts, completions_a, completions_b)]
         ids = [pair_id(p["prompt"], p["a"], p["b"]) for p in pairs]
         self._request(ids, pairs)
+        queued = [i for i in ids if i in self._pending]  # a pair over `max_outstanding` is not waited for
         deadline = time.monotonic() + self.timeout
         while True:
             labels = self._read_labels()
-            if all(i in labels for i in ids) or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if all(i in labels for i in queued) or left <= 0:
                 break
-            time.sleep(self.poll_interval)
+            time.sleep(min(self.poll_interval, left))
         for i in ids:
             if i in labels:
                 self._pending.pop(i, None)
