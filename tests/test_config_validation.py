@@ -156,10 +156,15 @@ INVALID = [
     ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "backoff": -0.5}}, "-0.5"),
     ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "max_concurrency": 0}}, "0"),
     ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "top_logprobs": 2.5}}, "2.5"),
-    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "api_key_env": "sk-abc"}}, "'sk-abc'"),
+    ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "api_key_env": "sk-abc"}}, "6-character string"),
     ("judge", {"judge": {"base_url": "http://h/v1", "model": "m", "dtype": "auto"}}, "'dtype'"),
     ("judge", {"judge": '{"model": "tiny:tiny"'}, '{"model": "tiny:tiny"'),
     ("judge", {"judge": {"model": "tiny:tiny"}}, "None"),  # reward_objectives does not name 'principles'
+    # same math, less compute
+    ("share_prompt", {"share_prompt": "yes", "gradient_checkpointing": False}, "'yes'"),
+    ("share_prompt", {"share_prompt": True, "gradient_checkpointing": True}, "activation_checkpointing"),
+    ("skip_zero_advantage", {"skip_zero_advantage": 1}, "1"),
+    ("skip_zero_advantage", {"skip_zero_advantage": True, "beta": 0.04}, "0.04"),
     # online reward model (the learned_preference objective)
     ("online_reward_model", {**LEARNED, "online_reward_model": {}}, "{}"),
     ("online_reward_model", {**LEARNED, "online_reward_model": "tiny:tiny"}, "'tiny:tiny'"),

@@ -9,6 +9,7 @@ in a near-zero gradient into a step of the learning rate's size.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 
@@ -18,9 +19,10 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from tests.helpers import digit_reward, prompt_dataset, tiny_args, tiny_model, tiny_tokenizer_cached
+from tests.helpers import digit_reward, prompt_dataset, run_torchrun, tiny_args, tiny_model, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
 from trl_grpo_ext.efficiency import fill_rows, prompt_groups, rows_with_signal, shared_prompt_log_probs
+from trl_grpo_ext.kit import resolve_model_path
 
 
 def any_digit_early(completions, **kwargs):
@@ -233,7 +235,8 @@ def test_a_micro_batch_with_every_advantage_zero_trains_like_trl():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(share_prompt=True, gradient_checkpointing=True), "`share_prompt=True` cannot be combined with `grad"),
+        (dict(share_prompt=True, gradient_checkpointing=True), "`share_prompt=True` cannot be combined with activ"),
+        (dict(share_prompt=True, activation_checkpointing=True), "`share_prompt=True` cannot be combined with activ"),
         (dict(skip_zero_advantage=True, beta=0.04), "needs `beta=0.0`, got `beta=0.04`"),
         (dict(skip_zero_advantage=True, entropy_coef=0.01), "needs `entropy_coef=0.0`, got `entropy_coef=0.01`"),
         (dict(skip_zero_advantage=True, top_entropy_quantile=0.2), "needs `top_entropy_quantile=1.0`, got"),
@@ -261,3 +264,32 @@ def test_share_prompt_refuses_a_model_whose_backbone_takes_no_cache(tmp_path):
             train_dataset=prompt_dataset(),
             processing_class=tiny_tokenizer_cached(),
         )
+
+
+# --------------------------------------------------------------------------------------------- two processes
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_with_the_options_train_the_same_weights(tmp_path, monkeypatch):
+    """DDP on 2 CPU processes, a group straddling them, some process's micro-batch entirely skipped: no hang, and
+    the weights equal the run without the options."""
+    from tests.dist import train_efficiency as run
+
+    monkeypatch.setenv("TRL_GRPO_EXT_CACHE", str(tmp_path / "cache"))
+    model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
+    weights, computed = {}, {}
+    for name, flags in (("off", []), ("on", ["--options"])):
+        output_dir = tmp_path / name
+        output_dir.mkdir()
+        env = {"TRL_GRPO_EXT_CACHE": str(tmp_path / "cache")}
+        run_torchrun("tests/dist/train_efficiency.py", output_dir, model_path, *flags, env=env)
+        weights[name] = torch.load(output_dir / "weights.pt")
+        computed[name] = [json.loads((output_dir / f"rows{rank}.json").read_text()) for rank in range(2)]
+    start = dict(AutoModelForCausalLM.from_pretrained(model_path).named_parameters())
+    moved = max((weights["off"][n] - start[n]).abs().max().item() for n in start)
+    assert moved > 1e-4, moved
+    worst = max((weights["on"][n] - weights["off"][n]).abs().max().item() for n in start)
+    assert worst <= 1e-6, worst
+    passes = [entry for rank in computed["on"] for entry in rank]
+    assert len(passes) == 2 * run.MAX_STEPS
+    assert any(signal == 0 for _, signal, _ in passes), passes  # a process whose rows were all skipped: no hang
+    assert any(kept < total for kept, _, total in passes), passes

@@ -194,7 +194,7 @@ class GRPOExtConfig(GRPOConfig):
             Compute each distinct prompt of a micro-batch once in the log-prob forwards (loss, old policy,
             reference) and in `generate`'s prefill: its keys and values are expanded to the completions of its group,
             which run on top with TRL's positions and masks. The same log-probs to float32 rounding. Needs
-            `gradient_checkpointing=False` (transformers drops the key/value cache under checkpointing) and a
+            `activation_checkpointing=False` (transformers drops the key/value cache under checkpointing) and a
             text-only model; vLLM shares prompts by its own prefix caching.
         skip_zero_advantage (`bool`, *optional*, defaults to `False`):
             Leave rows whose advantage is exactly 0 (tied groups) out of the loss's forward and backward; their
@@ -351,7 +351,7 @@ class GRPOExtConfig(GRPOConfig):
         metadata={
             "help": "Compute each distinct prompt once per micro-batch in the log-prob forwards and in generate's "
             "prefill (keys/values expanded to its completions): the same log-probs to float32 rounding, less time. "
-            "Needs gradient_checkpointing=False and a text-only model."
+            "Needs activation_checkpointing=False and a text-only model."
         },
     )
     skip_zero_advantage: bool = field(
@@ -710,12 +710,12 @@ class GRPOExtConfig(GRPOConfig):
         for name in ("share_prompt", "skip_zero_advantage"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
-        if self.share_prompt and self.gradient_checkpointing:
+        if self.share_prompt and self.gradient_checkpointing:  # transformers mirrors `activation_checkpointing` here
             raise ValueError(
-                "`share_prompt=True` cannot be combined with `gradient_checkpointing=True` (TRL's default): "
-                "transformers drops the key/value cache inside a checkpointed layer, and the shared prompt is passed "
-                "as that cache. Set gradient_checkpointing=False (the shared prompt saves most of the activation "
-                "memory checkpointing would)."
+                "`share_prompt=True` cannot be combined with activation checkpointing (`activation_checkpointing` / "
+                "`gradient_checkpointing` True, TRL's default): transformers drops the key/value cache inside a "
+                "checkpointed layer, and the shared prompt is passed as that cache. Set activation_checkpointing="
+                "False (sharing the prompt already saves most of the prompt's activation memory)."
             )
         if not self.skip_zero_advantage:
             return

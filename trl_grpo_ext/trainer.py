@@ -37,6 +37,7 @@ from .advantages import estimate_advantages, get_advantage_estimator
 from .config import GRPOExtConfig
 from .efficiency import (
     backbone_of,
+    cache_keyword,
     fill_rows,
     prompt_groups,
     rows_with_signal,
@@ -455,9 +456,10 @@ class GRPOExtTrainer(GRPOTrainer):
         self._scoring_temperatures = inputs.get(TEMPERATURE_KEY)
         if self.args.skip_zero_advantage:
             self._loss_rows = rows_with_signal(inputs["advantages"])
-            old = inputs.get("old_per_token_logps")  # a skipped row's log-prob = its old one: ratio 1, loss 0
-            self._loss_placeholder = old if old is not None else inputs["completion_ids"].new_zeros(
-                inputs["completion_ids"].shape, dtype=torch.float32
+            # A skipped row's log-probs are its old ones (ratio 1; TRL uses the new ones, detached, when it has none).
+            old, completion_ids = inputs.get("old_per_token_logps"), inputs["completion_ids"]
+            self._loss_placeholder = (
+                completion_ids.new_zeros(completion_ids.shape, dtype=torch.float32) if old is None else old
             )
         try:
             loss = super()._compute_loss(model, inputs)
@@ -474,7 +476,7 @@ class GRPOExtTrainer(GRPOTrainer):
     def _log_skipped_rows(self, inputs, keep: torch.Tensor, kept_entropies: torch.Tensor | None) -> None:
         """`efficiency/skipped_rows_frac`, and TRL's `entropy` re-measured on the rows computed (global means)."""
         mode = "train" if self.model.training else "eval"
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
         mask = mask[keep].float()
         entropy_sum = (kept_entropies.detach() * mask).sum() if kept_entropies is not None else mask.new_zeros(())
         local = torch.stack([(~keep).sum().float(), keep.new_ones(keep.shape).sum().float(), entropy_sum, mask.sum()])
@@ -513,7 +515,7 @@ class GRPOExtTrainer(GRPOTrainer):
             )
         if args.share_prompt:
             backbone = backbone_of(self.accelerator.unwrap_model(self.model))
-            if "cache" not in inspect.signature(backbone.forward).parameters:
+            if cache_keyword(backbone) is None:
                 raise ValueError(
                     f"`share_prompt=True` passes the shared prompt as a key/value cache, and "
                     f"{type(backbone).__name__}.forward takes no `cache` argument. Leave share_prompt off."

@@ -12,6 +12,7 @@
 | `judge`      | `judge.py`       | the `principles` objective with a local judge: seconds per 1,000 completions  |
 | `gpu`        | `gpu.py`         | Qwen2.5-shaped models, LoRA vs QLoRA, ext vs trl (`--gpu`; `cpu-toy` w/o CUDA) |
 | `vllm`       | `vllm_ladder.py` | ladder vs constant temperature through vLLM; vLLM vs transformers `generate`  |
+| `speed`      | `speed.py`       | share_prompt + skip_zero_advantage vs plain TRL: step, loss pass, RSS, MFU    |
 
 `--model NAME` (a kit name or a local checkpoint directory) makes `overhead`, `ladder` and `vllm` measure that model
 instead of the tiny ones; the other benchmarks do not take a model, and `--model` with only those is a usage error.
@@ -48,9 +49,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "judge": ("judge", "bench_judge"),
     "gpu": ("gpu", "bench_gpu"),
     "vllm": ("vllm_ladder", "bench_vllm"),  # needs vLLM: `--only vllm` in the vLLM venv
+    "speed": ("speed", "bench_speed"),  # share_prompt + skip_zero_advantage vs plain TRL, on a real model
 }
 DEFAULT_BENCHMARKS = ("overhead", "ladder", "estimators", "judge")
-MODEL_BENCHMARKS = ("overhead", "ladder", "vllm")  # the ones that take `--model`
+MODEL_BENCHMARKS = ("overhead", "ladder", "vllm", "speed")  # the ones that take `--model`
 DEFAULT_OUT = "bench-results.json"
 # Columns printed per benchmark when its module does not name them (TABLE_COLUMNS): every scalar but these.
 _HIDDEN_COLUMNS = {"bench", "runs"}
@@ -189,6 +191,8 @@ def run_benchmarks(
             kwargs: dict[str, Any] = {"quick": quick}
             if name == "overhead":
                 kwargs.update(pairs=pairs, threads=threads)
+            if name == "speed":  # its children use the whole machine (2 threads): a speed claim is about the box
+                kwargs["pairs"] = pairs
             if name == "gpu":
                 kwargs["models"] = gpu_models
             if model is not None and name in MODEL_BENCHMARKS:
@@ -286,7 +290,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--pairs",
         type=_positive_int,
         default=None,
-        help="A/B pairs of the overhead benchmark (default: 5; 2 with --quick).",
+        help="A/B pairs of the overhead benchmark (default: 5; 2 with --quick) and of each shape of the speed one.",
     )
     parser.add_argument(
         "--threads",

@@ -244,8 +244,9 @@ def summarize_pairs(row: dict, runs: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ child runs
-def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S) -> dict:
-    """Run `train_once(spec)` in a fresh Python process and return its measurements."""
+def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S, entry: str = __name__) -> dict:
+    """Run `entry`'s `_child_main` (by default this module's `train_once(spec)`) in a fresh Python process and return
+    its measurements."""
     with tempfile.TemporaryDirectory(prefix="trl-grpo-ext-bench-") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
         with open(spec_path, "w") as f:
@@ -259,7 +260,7 @@ def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S) -> dict:
         }
         if spec.get("threads"):
             env["OMP_NUM_THREADS"] = str(spec["threads"])
-        code = "import sys; from trl_grpo_ext.bench.overhead import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+        code = f"import sys; from {entry} import _child_main; sys.exit(_child_main(sys.argv[1:]))"
         proc = subprocess.run(
             [sys.executable, "-c", code, spec_path, out_path],
             env=env,

@@ -1,12 +1,21 @@
 """Same math, less compute: each group's prompt computed once (`share_prompt`), rows with zero advantage skipped
 (`skip_zero_advantage`). Pure functions; the trainer wires them into TRL's log-prob forward and `generate`."""
 
-from .shared_prompt import backbone_of, prompt_groups, shared_prefill_generation, shared_prompt_log_probs
+from .shared_prompt import (
+    backbone_of,
+    cache_keyword,
+    prefix_cache,
+    prompt_groups,
+    shared_prefill_generation,
+    shared_prompt_log_probs,
+)
 from .zero_advantage import fill_rows, rows_with_signal
 
 __all__ = [
     "backbone_of",
+    "cache_keyword",
     "fill_rows",
+    "prefix_cache",
     "prompt_groups",
     "rows_with_signal",
     "shared_prefill_generation",

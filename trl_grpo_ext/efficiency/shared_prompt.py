@@ -20,6 +20,7 @@ left-padded row (`cumsum` of the attention mask), and `generate` decodes on top 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,19 @@ def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
     return base.base_model
 
 
+def cache_keyword(backbone: torch.nn.Module) -> str | None:
+    """The name under which `backbone.forward` takes a key/value cache: `cache` (transformers >= 5.2x), the older
+    `past_key_values`, or None when it takes none (the model cannot share a prompt this way)."""
+    parameters = inspect.signature(backbone.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def prefix_cache(backbone: torch.nn.Module, **inputs) -> Any:
+    """Run `backbone` with `use_cache=True` and return the key/value cache it filled."""
+    keyword = cache_keyword(backbone)
+    return getattr(backbone(**inputs, use_cache=True), keyword)
+
+
 def shared_prompt_log_probs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -99,10 +113,9 @@ def shared_prompt_log_probs(
 
 def _shared_chunk(model, ids, mask, prompt_length, first, inverse, autocast, prompt_pass):
     cached = prompt_length - 1  # the prompt's last token runs with its completion: it scores the first token
+    backbone = backbone_of(model)
     with autocast(), prompt_pass():
-        cache = backbone_of(model)(
-            input_ids=ids[first, :cached], attention_mask=mask[first, :cached], use_cache=True
-        ).cache
+        cache = prefix_cache(backbone, input_ids=ids[first, :cached], attention_mask=mask[first, :cached])
     cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...); autograd sums the B rows back per prompt
     completion = ids[:, prompt_length:]
     labels = completion.masked_fill(mask[:, prompt_length:] == 0, -100)
@@ -111,8 +124,8 @@ def _shared_chunk(model, ids, mask, prompt_length, first, inverse, autocast, pro
         outputs = model(
             input_ids=ids[:, cached:],
             attention_mask=mask,
-            cache=cache,
             shift_labels=shift_labels,
+            **{cache_keyword(backbone): cache},
             fused_lm_head=True,
         )
     entropy = outputs.entropy[:, :-1] if outputs.entropy is not None else None
@@ -130,8 +143,10 @@ def shared_prefill_generation(model: torch.nn.Module):
     instance_generate = vars(model).get("generate")  # a `generate` other code patched on the instance
     original_generate = model.generate
 
+    keyword = cache_keyword(backbone_of(model))
+
     def generate(*args, input_ids=None, attention_mask=None, **kwargs):
-        if args or input_ids is None or attention_mask is None or kwargs.get("cache") is not None:
+        if args or input_ids is None or attention_mask is None or kwargs.get(keyword) is not None:
             return original_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         cached = input_ids.size(1) - 1
         first, inverse = prompt_groups(input_ids[:, :cached], attention_mask[:, :cached])
@@ -140,11 +155,14 @@ def shared_prefill_generation(model: torch.nn.Module):
         prefix_mask = attention_mask[first, :cached]
         positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)  # as `generate` numbers them
         with torch.no_grad():
-            cache = backbone_of(model)(
-                input_ids=input_ids[first, :cached], attention_mask=prefix_mask, position_ids=positions, use_cache=True
-            ).cache
+            cache = prefix_cache(
+                backbone_of(model),
+                input_ids=input_ids[first, :cached],
+                attention_mask=prefix_mask,
+                position_ids=positions,
+            )
         cache.batch_select_indices(inverse)
-        return original_generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+        return original_generate(input_ids=input_ids, attention_mask=attention_mask, **{keyword: cache}, **kwargs)
 
     model.generate = generate
     try:
