@@ -4,8 +4,9 @@
     torchrun --nproc_per_node 2 tests/vllm/run_trainer.py SPEC.json OUT.json   (-> OUT.rank0.json, OUT.rank1.json)
 
 SPEC: {"trainer": "trl" | "ext", "config": {GRPOConfig kwargs}, "model": "tiny:small", "prompts": 16,
-       "server_without_weight_sync": false, "disable_weight_sync": false}
-OUT:  {"log_history": [...], "completions": [...], "prompts": [...]} (completions in the order the reward saw them)
+       "server_without_weight_sync": false, "disable_weight_sync": false, "record_weights": false}
+OUT:  {"log_history": [...], "completions": [...], "prompts": [...]} (completions in the order the reward saw them;
+       with `record_weights` (colocate), also "weights": a sample of the trained weights, "prefix_caching": bool)
 
 `server_without_weight_sync` is for a CPU machine in server mode: TRL's weight sync needs NCCL on CUDA
 (`VLLMClient.init_communicator` raises NotImplementedError on CPU), so the test trains with learning_rate=0 and turns
@@ -82,10 +83,23 @@ def main(spec_path: str, out_path: str) -> None:
             args=args,
             train_dataset=dataset,
         )
+    if spec.get("record_weights"):
+        seen["weights_start"] = _weight_sample(trainer)
     trainer.train()
+    if spec.get("record_weights"):  # a sample of the trained weights, and whether the colocated engine caches prefixes
+        seen["weights"] = _weight_sample(trainer)
+        engine = trainer.vllm_generation.llm.llm_engine
+        seen["prefix_caching"] = bool(engine.vllm_config.cache_config.enable_prefix_caching)
     if trainer.accelerator.num_processes > 1:  # under torchrun: one file per process, OUT.rank{r}.json
         out_path = out_path.replace(".json", f".rank{trainer.accelerator.process_index}.json")
     json.dump({"log_history": trainer.state.log_history, **seen}, open(out_path, "w"))
+
+
+def _weight_sample(trainer) -> list[float]:
+    import torch
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])[::97].tolist()
 
 
 if __name__ == "__main__":

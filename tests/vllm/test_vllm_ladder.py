@@ -29,6 +29,7 @@ def train(
     nproc: int = 1,
     disable_weight_sync: bool = False,
     model: str = "tiny:small",
+    record_weights: bool = False,
     **config,
 ) -> dict | list[dict]:
     """Run a GRPO run through vLLM in fresh processes (one engine each); return its log_history and completions,
@@ -37,6 +38,7 @@ def train(
     run_dir = tmp_path / name
     run_dir.mkdir(parents=True)
     spec = {"trainer": trainer, "config": config, "disable_weight_sync": disable_weight_sync, "model": model}
+    spec["record_weights"] = record_weights
     if config.get("vllm_mode") == "server":
         spec["server_without_weight_sync"] = True
     (run_dir / "spec.json").write_text(json.dumps(spec))
