@@ -22,9 +22,12 @@ answer twice differently cannot split the copies; the `rm/*` metrics are then th
 process. With plain `trl.GRPOTrainer`, pass `num_generations` to the constructor (and train on one process).
 
 State: the objective is also a `TrainerCallback` and `ExportableState` (GRPOExtTrainer adds it as a callback).
-`trainer_state.json` carries its counters (JSON only), and the tensors cannot go there, so `on_save` writes the
-reward model's weights and the optimizer's state (safetensors) and the buffers and RNG (JSON) to
-`checkpoint-N/online_rm/{name}/`; `on_train_begin` of a resumed run reads them back.
+`trainer_state.json` carries its counters (JSON only), and the tensors cannot go there, so the reward model's
+weights and the optimizer's state (safetensors) and the buffers and RNG (JSON) go to `checkpoint-N/online_rm/{name}/`:
+written when transformers is about to save checkpoint-N (`on_step_end` / `on_epoch_end` with `should_save`), before
+it writes `trainer_state.json`, which names the reward model, and before it deletes older checkpoints
+(`save_total_limit`); into a temporary folder renamed into place, so the folder is whole or absent. A kill inside
+that write leaves the previous checkpoint as it was. `on_train_begin` of a resumed run reads them back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import logging
 import math
 import os
 import random
+import re
+import shutil
 import warnings
 import weakref
 from collections import deque
@@ -45,17 +50,21 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import SaveStrategy
 
 from .guard import REWARD_ERROR_POLICIES, ObjectiveError
-from .labelers import GoldLabeler
+from .labelers import GoldLabeler, JudgeLabeler, QueueLabeler
 from .objectives import completion_text
 
 __all__ = [
+    "MAX_SIZE",
     "SELECTORS",
     "SETTINGS",
     "OnlineRewardModel",
     "bradley_terry_loss",
+    "check_device",
     "check_label",
+    "check_name",
     "check_settings",
     "group_pairs",
     "select_random",
@@ -66,6 +75,10 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = "online_rm"
 _LABELS = (0.0, 0.5, 1.0)
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# The cap of the buffer and held-out capacities and of `max_length`: far above any label budget or context, and below
+# what a deque's `maxlen` or a tokenizer's length holds (larger values overflow when the model is built or called).
+MAX_SIZE = 10**7
 
 
 # ---------------------------------------------------------------------------------------------------------- the math
@@ -177,44 +190,99 @@ def check_label(label: Any) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------------------- validation
-def _check_int(field: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+def _check_int(
+    field: str, value: Any, minimum: int, allow_none: bool = False, maximum: int | None = None
+) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"`{field}` must be {allowed}, got {value!r}.")
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if too_big else "")
+        raise ValueError(f"`{field}` must be {allowed}{' or None' if allow_none else ''}, got {value!r}.")
     return value
 
 
-def _check_float(field: str, value: Any, minimum: float, strict: bool, allow_none: bool = False) -> float | None:
+def _check_float(
+    field: str, value: Any, minimum: float, strict: bool, allow_none: bool = False, maximum: float | None = None
+) -> float | None:
     if value is None and allow_none:
         return None
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (value <= minimum if strict else value < minimum):
-        allowed = f"a finite number {'>' if strict else '>='} {minimum:g}" + (" or None" if allow_none else "")
-        raise ValueError(f"`{field}` must be {allowed}, got {value!r}.")
+    too_big = ok and maximum is not None and value > maximum
+    if not ok or (value <= minimum if strict else value < minimum) or too_big:
+        allowed = f"a finite number {'>' if strict else '>='} {minimum:g}" + (
+            f" and <= {maximum:g}" if too_big else ""
+        )
+        raise ValueError(f"`{field}` must be {allowed}{' or None' if allow_none else ''}, got {value!r}.")
     return float(value)
 
 
-# The numeric settings of OnlineRewardModel: name -> (kind, minimum, strictly greater, None allowed).
-SETTINGS: dict[str, tuple[str, float, bool, bool]] = {
-    "update_every": ("int", 0, False, False),
-    "label_budget": ("int", 0, False, True),
-    "pairs_per_update": ("int", 1, False, False),
-    "buffer_size": ("int", 1, False, False),
-    "replay_pairs": ("int", 0, False, True),
-    "heldout_size": ("int", 1, False, False),
-    "seed_epochs": ("int", 0, False, False),
-    "update_steps": ("int", 1, False, False),
-    "batch_size": ("int", 1, False, False),
-    "max_length": ("int", 1, False, True),
-    "num_generations": ("int", 1, False, True),
-    "seed": ("int", 0, False, False),
-    "learning_rate": ("float", 0.0, True, False),
-    "weight_decay": ("float", 0.0, False, False),
-    "margin": ("float", 0.0, False, False),
-    "max_grad_norm": ("float", 0.0, True, True),
-    "heldout_fraction": ("float", 0.0, False, False),
+def check_name(name: Any, field: str = "name") -> str:
+    """The objective's name: its metrics' prefix and its checkpoint folder `online_rm/{name}`, so a plain folder name.
+
+    Example:
+    ```python
+    >>> check_name("prefs-2")
+    'prefs-2'
+    >>> check_name("..")
+    Traceback (most recent call last):
+    ...
+    ValueError: `name` must be 1 or more ASCII letters, digits, '_' or '-' (it names the metrics and the checkpoint folder online_rm/<name>), got '..'.
+
+    ```
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"`{field}` must be 1 or more ASCII letters, digits, '_' or '-' (it names the metrics and the checkpoint "
+            f"folder {STATE_DIR}/<name>), got {name!r}."
+        )
+    return name
+
+
+def check_device(device: Any, field: str = "device") -> torch.device | None:
+    """A torch device (or None), parsed, not looked up: `"cuda:1"` passes on a machine without it.
+
+    Example:
+    ```python
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("gpu-please")
+    Traceback (most recent call last):
+    ...
+    ValueError: `device` must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got 'gpu-please'.
+
+    ```
+    """
+    if device is None or isinstance(device, torch.device):
+        return device
+    if isinstance(device, str):
+        try:
+            return torch.device(device)
+        except (RuntimeError, ValueError):
+            pass
+    raise ValueError(f"`{field}` must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}.")
+
+
+# The numeric settings of OnlineRewardModel: name -> (kind, minimum, strictly greater, None allowed, maximum).
+SETTINGS: dict[str, tuple[str, float, bool, bool, float | None]] = {
+    "update_every": ("int", 0, False, False, None),
+    "label_budget": ("int", 0, False, True, None),
+    "pairs_per_update": ("int", 1, False, False, None),
+    "buffer_size": ("int", 1, False, False, MAX_SIZE),
+    "replay_pairs": ("int", 0, False, True, None),
+    "heldout_size": ("int", 1, False, False, MAX_SIZE),
+    "seed_epochs": ("int", 0, False, False, None),
+    "update_steps": ("int", 1, False, False, None),
+    "batch_size": ("int", 1, False, False, None),
+    "max_length": ("int", 1, False, True, MAX_SIZE),
+    "num_generations": ("int", 1, False, True, None),
+    "seed": ("int", 0, False, False, None),
+    # AdamW moves every weight by up to about `learning_rate` a step: above 1 one update can wreck the model.
+    "learning_rate": ("float", 0.0, True, False, 1.0),
+    "weight_decay": ("float", 0.0, False, False, None),
+    "margin": ("float", 0.0, False, False, None),
+    "max_grad_norm": ("float", 0.0, True, True, None),
+    "heldout_fraction": ("float", 0.0, False, False, None),
 }
 
 
@@ -236,12 +304,12 @@ def check_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, A
     for key, value in settings.items():
         if key not in SETTINGS:
             continue
-        kind, minimum, strict, allow_none = SETTINGS[key]
+        kind, minimum, strict, allow_none, maximum = SETTINGS[key]
         field = prefix + key
         if kind == "int":
-            out[key] = _check_int(field, value, int(minimum), allow_none=allow_none)
+            out[key] = _check_int(field, value, int(minimum), allow_none=allow_none, maximum=maximum)
         else:
-            out[key] = _check_float(field, value, minimum, strict=strict, allow_none=allow_none)
+            out[key] = _check_float(field, value, minimum, strict=strict, allow_none=allow_none, maximum=maximum)
     if out.get("heldout_fraction") is not None and out["heldout_fraction"] >= 1:
         raise ValueError(f"`{prefix}heldout_fraction` must be in [0, 1), got {settings['heldout_fraction']!r}.")
     return out
@@ -280,7 +348,8 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             `GoldLabeler`, `JudgeLabeler`, `QueueLabeler` or any callable of the labeler protocol
             (`trl_grpo_ext.rewards.labelers`). Without one (or with `update_every=0`) the model is frozen.
         name (`str`, *optional*, defaults to `"rm"`):
-            The objective's name (`__name__`), its metrics' prefix (`rm/loss`, ...) and its checkpoint directory.
+            The objective's name (`__name__`), its metrics' prefix (`rm/loss`, ...) and its checkpoint directory
+            (`online_rm/rm`): ASCII letters, digits, `_` and `-`. A resumed run must keep it.
         update_every (`int`, *optional*, defaults to `1`):
             Learn every this many reward calls (generation batches); 0 never.
         label_budget (`int`, *optional*):
@@ -291,13 +360,13 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             `"random"` (seeded, within groups), `"uncertain"` (BT probability closest to 0.5), or a callable
             `(pairs, k, scores, rng) -> pairs`.
         buffer_size (`int`, *optional*, defaults to `1024`):
-            Capacity of the FIFO replay buffer of labelled training pairs.
+            Capacity of the FIFO replay buffer of labelled training pairs (at most `MAX_SIZE`, 10**7).
         replay_pairs (`int`, *optional*):
             Buffer pairs trained on with each update's new pairs; defaults to `pairs_per_update`.
         heldout_fraction (`float`, *optional*, defaults to `0.2`):
             Fraction of each round's labels kept out of training for `rm/pair_accuracy`, in [0, 1).
         heldout_size (`int`, *optional*, defaults to `256`):
-            Capacity of the FIFO held-out set.
+            Capacity of the FIFO held-out set (at most 10**7).
         seed_pairs (`list[dict]`, *optional*):
             Labelled pairs `{prompt, chosen, rejected[, margin]}` trained on before the first step (free of budget).
         seed_epochs (`int`, *optional*, defaults to `1`):
@@ -305,7 +374,8 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         update_steps (`int`, *optional*, defaults to `1`):
             Optimizer steps per update, each on all of the update's pairs.
         learning_rate (`float`, *optional*, defaults to `1e-5`):
-            AdamW learning rate (> 0).
+            AdamW learning rate, in (0, 1]. A step whose loss or gradients are not finite is not applied (the
+            error policy: `raise` stops, `skip` warns once and logs `{name}/skipped_steps` at such an update).
         weight_decay (`float`, *optional*, defaults to `0.0`):
             AdamW weight decay (>= 0).
         margin (`float`, *optional*, defaults to `0.0`):
@@ -315,7 +385,7 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         batch_size (`int`, *optional*, defaults to `32`):
             Texts per scoring forward.
         max_length (`int`, *optional*):
-            Keep at most this many tokens of a text (truncated on the right).
+            Keep at most this many tokens of a text (truncated on the right), at most 10**7.
         num_generations (`int`, *optional*):
             The group size, for plain `trl.GRPOTrainer`; GRPOExtTrainer passes it on every call.
         error_policy (`str`, *optional*):
@@ -323,7 +393,8 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         seed (`int`, *optional*, defaults to `0`):
             Seed of the pair selection and the held-out split.
         device (`str`, *optional*):
-            Where the reward model runs; defaults to the trainer's device (else the model's).
+            Where the reward model runs (a torch device name, checked when constructed); defaults to the trainer's
+            device (else the model's).
     """
 
     def __init__(
@@ -355,8 +426,8 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         seed: int = 0,
         device: str | None = None,
     ):
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"`name` must be a non-empty string without '/', got {name!r}.")
+        check_name(name)
+        device = check_device(device)
         if labeler is not None and not callable(labeler):
             raise TypeError(f"`labeler` must be a callable of the labeler protocol, got {type(labeler).__name__}.")
         if isinstance(selector, str) and selector not in SELECTORS:
@@ -397,7 +468,12 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         self._seed_pairs = _check_seed_pairs(seed_pairs)
 
         self._model, self._tokenizer = _load_reward_model(model, tokenizer)
-        self._device = torch.device(device) if device is not None else next(self._model.parameters()).device
+        self._model_name = (
+            str(model)
+            if isinstance(model, (str, os.PathLike))
+            else getattr(self._model.config, "_name_or_path", "") or type(self._model).__name__
+        )
+        self._device = device if device is not None else next(self._model.parameters()).device
         self._model.to(self._device).eval()  # eval throughout: no dropout, so no draw from the policy's RNG
         self._optimizer = torch.optim.AdamW(
             self._model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
@@ -408,8 +484,11 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         self._counters = {"calls": 0, "updates": 0, "labels_used": 0, "seeded": not self._seed_pairs}
         self._frozen_logged = False
         self._warned_skip = False
+        self._warned_nonfinite = False
         self._policy_model: Callable[[], Any] | None = None  # weakref to the trainer's model: eval calls don't learn
+        self._trainer: Callable[[], Any] | None = None  # weakref to the trainer: its other online reward models
         self._global_step = 0
+        self._saved_step: int | None = None  # the step whose checkpoint holds this state already
 
     # ------------------------------------------------------------------ public views
     @property
@@ -603,8 +682,9 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         batch = new + replay
 
         metrics: dict[str, float] = {}
-        if batch:
-            metrics["loss"] = self._train(batch)
+        loss, skipped = self._train(batch) if batch else (None, 0)
+        if loss is not None:
+            metrics["loss"] = loss
             self._counters["updates"] += 1
         accuracy = self.pair_accuracy(list(self._heldout))
         if accuracy is not None:
@@ -613,6 +693,8 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             metrics["gold_agreement"] = agreement
         if self._policy() == "skip":
             metrics["label_errors"] = float(faults)
+        if skipped:
+            metrics["skipped_steps"] = float(skipped)  # under "skip": "raise" stopped in `_train`
         if self.budget_left == 0 and not self._frozen_logged:
             logger.warning(
                 "Online reward model %r: the label budget of %d labels is spent after %d update(s); the reward model "
@@ -679,23 +761,48 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         margins = torch.tensor([p.get("margin", 0.0) for p in pairs], device=scores.device)
         return bradley_terry_loss(scores[0::2], scores[1::2], labels, margins)
 
-    def _train(self, pairs: list[dict[str, Any]], steps: int | None = None) -> float:
-        """`steps` AdamW steps on the pairs (all of them each step); returns the mean loss before each step.
+    def _train(self, pairs: list[dict[str, Any]], steps: int | None = None) -> tuple[float | None, int]:
+        """`steps` AdamW steps on the pairs (all of them each step): the mean loss before the steps taken (None if
+        none was) and the number of steps not taken.
 
-        TRL scores rewards under no-grad / inference mode; this builds fresh tensors with autograd back on.
+        A step whose loss or gradient norm is not finite is not applied, nor the steps after it (they would see the
+        same model and pairs): `_non_finite` raises or warns by the error policy. TRL scores rewards under no-grad /
+        inference mode; this builds fresh tensors with autograd back on.
         """
-        losses = []
+        steps = steps or self.update_steps
+        losses: list[float] = []
+        bad: tuple[float, float] | None = None
         with torch.inference_mode(False), torch.enable_grad():
-            for _ in range(steps or self.update_steps):
+            for _ in range(steps):
                 self._optimizer.zero_grad(set_to_none=True)
                 loss = self._loss(pairs)
                 loss.backward()
-                if self.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self._model.parameters(), self.max_grad_norm)
+                # The norm before clipping; with max_grad_norm None, math.inf only measures it.
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self._model.parameters(), self.max_grad_norm if self.max_grad_norm is not None else math.inf
+                )
+                if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                    bad = (loss.item(), norm.item())
+                    break
                 self._optimizer.step()
                 losses.append(loss.item())
         self._optimizer.zero_grad(set_to_none=True)
-        return sum(losses) / len(losses)
+        if bad is not None:
+            self._non_finite(*bad, len(pairs))
+        return (sum(losses) / len(losses) if losses else None), steps - len(losses)
+
+    def _non_finite(self, loss: float, norm: float, pairs: int) -> None:
+        """A reward-model step not applied: raise under "raise"; warn (once) under "skip"."""
+        text = (
+            f"Objective {self.name!r}: the reward-model loss is {loss:g} with gradient norm {norm:g} on {pairs} "
+            "pair(s), so the optimizer step is not applied (the model stays as it was; the labels stay in the replay "
+            "buffer). Lower `learning_rate` or `margin`, or check the reward model's scores."
+        )
+        if self._policy() == "raise":
+            raise ObjectiveError(text)
+        if not self._warned_nonfinite:
+            logger.warning("%s Further skipped steps are only counted in %s/skipped_steps.", text, self.name)
+            self._warned_nonfinite = True
 
     def _train_seed_pairs(self) -> None:
         for _ in range(self.seed_epochs):
@@ -718,11 +825,13 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             self._model.to(device)
             self._device = device
         self._policy_model = weakref.ref(trainer.model)
+        self._trainer = weakref.ref(trainer)
         if self.error_policy is None:
             self.error_policy = getattr(trainer.args, "reward_error_policy", "raise")
 
     def settings(self) -> dict[str, Any]:
-        """The settings a checkpoint records (a resumed run with other settings warns)."""
+        """The settings a checkpoint records (a resumed run with other settings warns): the numbers, the selector, the
+        `model` it was built from and the labeler (`_labeler_spec`)."""
         return {
             key: getattr(self, key)
             for key in (
@@ -739,10 +848,14 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
                 "margin",
                 "seed",
             )
-        } | {"selector": self.selector if isinstance(self.selector, str) else repr(self.selector)}
+        } | {
+            "selector": self.selector if isinstance(self.selector, str) else repr(self.selector),
+            "model": self._model_name,
+            "labeler": _labeler_spec(self.labeler),
+        }
 
     def state(self) -> dict:
-        # JSON only (trainer_state.json); the tensors and buffers go to the checkpoint directory in `on_save`.
+        # JSON only (trainer_state.json); the tensors and buffers go to the checkpoint directory (`_save_checkpoint`).
         return {
             "args": {},
             "attributes": {
@@ -755,17 +868,41 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._global_step = state.global_step
+        self._save_ahead(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._save_ahead(args, state, control)
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        # Written ahead (`_save_ahead`) unless the save was decided after this callback ran (`save_strategy="best"`).
+        self._save_checkpoint(args, state)
+
+    def _save_ahead(self, args, state, control) -> None:
+        """Write the state into checkpoint-N when transformers is about to save it (`should_save` is set by now):
+        before it writes `trainer_state.json`, which names this reward model, and before it deletes older checkpoints
+        (`save_total_limit`). A kill inside this write leaves checkpoint-N without `trainer_state.json` and the
+        previous checkpoint whole: there is always a checkpoint to resume from."""
+        if control.should_save and args.save_strategy != SaveStrategy.BEST:
+            self._save_checkpoint(args, state)
+
+    def _save_checkpoint(self, args, state) -> None:
+        if state.is_world_process_zero and self._saved_step != state.global_step:
             self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_DIR / self.name)
+            self._saved_step = state.global_step
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """A resumed run: read the reward model's state back from the checkpoint it resumes from."""
+        """A resumed run: read the reward model's state back from the checkpoint it resumes from.
+
+        Refused: a checkpoint whose reward model this run does not continue (renamed), since resuming would start a
+        new one and drop the learnt one. Other recorded settings (the numbers, `model`, the labeler) only warn.
+        """
         self._global_step = state.global_step
+        self._saved_step = None
         saved = state.stateful_callbacks.get(type(self).__name__)
         entries = saved if isinstance(saved, list) else [saved] if saved else []
         mine = next((e for e in entries if e.get("attributes", {}).get("name") == self.name), None)
+        if state.global_step > 0 and mine is None:
+            self._refuse_orphans(entries, state.global_step)
         if state.global_step == 0 or mine is None or mine["attributes"].get("step") != state.global_step:
             if not self._counters["seeded"]:
                 self._train_seed_pairs()
@@ -785,26 +922,83 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
                 f"{self.name!r}, but none of {[str(c) for c in candidates]} holds its state; set "
                 "`resume_from_checkpoint` in the config to the checkpoint directory."
             )
-        self.load_state(directory)
-        recorded = mine["attributes"].get("settings")
-        if recorded is not None and recorded != self.settings():
-            changed = ", ".join(
-                f"{k} {recorded.get(k)} -> {v}" for k, v in self.settings().items() if recorded.get(k) != v
-            )
+        recorded = mine["attributes"].get("settings") or {}
+        changed = {k: (recorded[k], v) for k, v in self.settings().items() if k in recorded and recorded[k] != v}
+        try:
+            self.load_state(directory)
+        except Exception as err:
+            if "model" not in changed:
+                raise
+            old, new = changed["model"]
+            first_lines = " ".join(line.strip() for line in str(err).splitlines()[:2]).rstrip(".")
+            raise ValueError(
+                f"Online reward model {self.name!r}: the checkpoint's reward model was learnt from {old!r} and cannot "
+                f"be loaded into this run's `model` {new!r} ({type(err).__name__}: {first_lines}). Set `model` back "
+                f"to {old!r} to continue it, or start a fresh run (another `output_dir`, no `resume_from_checkpoint`)."
+            ) from err
+        if changed:
+            text = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            notes = ""
+            if "model" in changed:
+                notes += (
+                    f"; the reward model's weights are the checkpoint's (learnt from {changed['model'][0]!r}), this "
+                    "run's `model` gives the architecture and the tokenizer"
+                )
+            if "labeler" in changed:
+                notes += "; the pairs already in the buffer and the held-out set keep the old labeler's labels"
             warnings.warn(
-                f"Online reward model {self.name!r}: the checkpoint was saved with other settings ({changed}); "
-                "training continues with this run's settings.",
+                f"Online reward model {self.name!r}: the checkpoint was saved with other settings ({text}); training "
+                f"continues with this run's settings{notes}.",
                 UserWarning,
                 stacklevel=2,
             )
 
+    def _refuse_orphans(self, entries: list[dict], step: int) -> None:
+        """A checkpoint that holds an online reward model none of this run's continues: refuse to drop it."""
+        trainer = self._trainer() if self._trainer is not None else None
+        live = {self.name}
+        if trainer is not None:
+            live |= {cb.name for cb in trainer.callback_handler.callbacks if isinstance(cb, OnlineRewardModel)}
+        orphans = [e["attributes"] for e in entries if e.get("attributes", {}).get("name") not in live]
+        if not orphans:
+            return
+        old = orphans[0]
+        raise ValueError(
+            f"The checkpoint of step {step} holds the online reward model {old['name']!r} "
+            f"({old.get('labels_used')} labels used), but this run's is named {self.name!r}: resuming would start "
+            f"{self.name!r} from scratch (labels counted from 0, the label budget spent again) and drop what "
+            f"{old['name']!r} learnt. Set the name back (`online_reward_model.name: {old['name']}`, or "
+            f"OnlineRewardModel(name={old['name']!r})) to continue it, or start a fresh run (another `output_dir`, "
+            "no `resume_from_checkpoint`)."
+        )
+
     # ------------------------------------------------------------------ state files
     def save_state(self, directory: str | os.PathLike) -> None:
-        """Write weights (`model.safetensors`), optimizer (`optimizer.safetensors` + JSON) and the rest (`state.json`)."""
+        """Write weights (`model.safetensors`), optimizer (`optimizer.safetensors` + JSON) and the rest (`state.json`).
+
+        The files are written into a temporary sibling folder, renamed to `directory` once complete: `directory`
+        holds a whole state or none (a previous one is replaced). Leftovers of an interrupted write are removed.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{directory.name}.tmp-"
+        for leftover in directory.parent.iterdir():
+            if leftover.name.startswith(prefix):
+                shutil.rmtree(leftover, ignore_errors=True)
+        partial = directory.parent / f"{prefix}{os.getpid()}"
+        partial.mkdir()
+        try:
+            self._write_state(partial)
+            if directory.exists():
+                shutil.rmtree(directory)
+            partial.rename(directory)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def _write_state(self, directory: Path) -> None:
         from safetensors.torch import save_file, save_model
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         save_model(self._model, str(directory / "model.safetensors"))
         optimizer = self._optimizer.state_dict()
         tensors, scalars = {}, {}
@@ -828,9 +1022,7 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             "labeler": labeler_state() if callable(labeler_state) else None,
             "settings": self.settings(),
         }
-        tmp = directory / "state.json.tmp"
-        tmp.write_text(json.dumps(payload, default=list))
-        tmp.replace(directory / "state.json")
+        (directory / "state.json").write_text(json.dumps(payload, default=list))
 
     def load_state(self, directory: str | os.PathLike) -> None:
         """Read what `save_state` wrote."""
@@ -862,6 +1054,28 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         load_labeler = getattr(self.labeler, "load_state_dict", None)
         if payload.get("labeler") is not None and callable(load_labeler):
             load_labeler(payload["labeler"])
+
+
+def _labeler_spec(labeler: Any) -> str | None:
+    """The labeler as a checkpoint records it: the repr of the package's labelers (a judge labeler with its questions),
+    else the callable's qualified name; never an object's address, so an unchanged labeler compares equal.
+
+    Example:
+    ```python
+    >>> from trl_grpo_ext.rewards import accuracy
+    >>> _labeler_spec(GoldLabeler(accuracy)), _labeler_spec(check_label)
+    ('GoldLabeler(accuracy)', 'trl_grpo_ext.rewards.online.check_label')
+
+    ```
+    """
+    if labeler is None:
+        return None
+    if isinstance(labeler, JudgeLabeler):
+        return f"{labeler!r} principles={[p.question for p in labeler.objective.principles]!r}"
+    if isinstance(labeler, (GoldLabeler, QueueLabeler)):
+        return repr(labeler)
+    named = labeler if hasattr(labeler, "__qualname__") else type(labeler)
+    return f"{named.__module__}.{named.__qualname__}"
 
 
 def _on_main_process(fn: Callable[[], Any], rng: random.Random) -> Any:

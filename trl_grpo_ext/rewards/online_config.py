@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ OBJECTIVE_NAME = "learned_preference"
 LABELER_KEYS: dict[str, tuple[str, ...]] = {
     "gold": ("type", "objective"),
     "judge": ("type", "principles", "template"),
-    "queue": ("type", "path", "requests_path", "timeout", "poll_interval"),
+    "queue": ("type", "path", "requests_path", "timeout", "poll_interval", "max_outstanding"),
 }
 
 
@@ -125,7 +124,7 @@ def _check_labeler(value: Any, judge: Mapping | None) -> dict[str, Any] | None:
     field = f"{FIELD}.labeler"
     if value is None:
         return None
-    if not isinstance(value, Mapping) or value.get("type") not in LABELER_KEYS:
+    if not isinstance(value, Mapping) or not isinstance(value.get("type"), str) or value["type"] not in LABELER_KEYS:
         got = value.get("type") if isinstance(value, Mapping) else value
         raise ValueError(
             f"`{field}` must be a mapping whose `type` is one of {list(LABELER_KEYS)} (e.g. {{'type': 'gold', "
@@ -160,13 +159,9 @@ def _check_labeler(value: Any, judge: Mapping | None) -> dict[str, Any] | None:
             )
         if spec.get("requests_path") is not None and not isinstance(spec["requests_path"], str):
             raise ValueError(f"`{field}.requests_path` must be a file path or None, got {spec['requests_path']!r}.")
-        for key in ("timeout", "poll_interval"):
-            if key in spec:
-                number = spec[key]
-                if isinstance(number, bool) or not isinstance(number, (int, float)) or not number >= 0:
-                    raise ValueError(f"`{field}.{key}` must be a number >= 0 (seconds), got {number!r}.")
-                if not math.isfinite(number):
-                    raise ValueError(f"`{field}.{key}` must be finite, got {number!r}.")
+        from .labelers import check_queue_settings
+
+        check_queue_settings(**{k: v for k, v in spec.items() if k != "type"}, prefix=f"{field}.")
     return spec
 
 
@@ -204,7 +199,7 @@ def check_online_reward_model_config(value: Any, judge: Mapping | None = None) -
 
     ```
     """
-    from .online import SELECTORS, _check_seed_pairs, check_settings
+    from .online import SELECTORS, _check_seed_pairs, check_device, check_name, check_settings
 
     if not isinstance(value, Mapping) or not value:
         raise ValueError(
@@ -223,20 +218,20 @@ def check_online_reward_model_config(value: Any, judge: Mapping | None = None) -
             f"such as 'tiny:tiny'), got {config.get('model')!r}."
         )
     _check_kit_reward_model(config["model"])
-    name = config.get("name", "rm")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"`{FIELD}.name` must be a non-empty string without '/', got {name!r}.")
-    if "selector" in config and config["selector"] not in SELECTORS:
+    check_name(config.get("name", "rm"), f"{FIELD}.name")
+    if "selector" in config and (not isinstance(config["selector"], str) or config["selector"] not in SELECTORS):
         raise ValueError(f"`{FIELD}.selector` must be one of {sorted(SELECTORS)}, got {config['selector']!r}.")
     if config.get("error_policy") is not None and config["error_policy"] not in REWARD_ERROR_POLICIES:
         raise ValueError(
             f"`{FIELD}.error_policy` must be one of {list(REWARD_ERROR_POLICIES)} or None (the config's "
             f"`reward_error_policy`), got {config['error_policy']!r}."
         )
-    if config.get("device") is not None and not isinstance(config["device"], str):
-        raise ValueError(
-            f"`{FIELD}.device` must be a torch device name such as 'cpu' or 'cuda:0', got {config['device']!r}."
-        )
+    if config.get("device") is not None:
+        if not isinstance(config["device"], str):
+            raise ValueError(
+                f"`{FIELD}.device` must be a torch device name such as 'cpu' or 'cuda:0', got {config['device']!r}."
+            )
+        check_device(config["device"], f"{FIELD}.device")
     config.update(check_settings(config, prefix=f"{FIELD}."))
     if config.get("seed_pairs") is not None and config.get("seed_pairs_file") is not None:
         raise ValueError(f"`{FIELD}` sets both `seed_pairs` and `seed_pairs_file`; give the seed pairs one way.")
