@@ -9,6 +9,7 @@ in a near-zero gradient into a step of the learning rate's size.
 
 from __future__ import annotations
 
+import doctest
 import json
 import re
 import tempfile
@@ -21,7 +22,14 @@ from trl.trainer.utils import add_fused_lm_head
 
 from tests.helpers import digit_reward, prompt_dataset, run_torchrun, tiny_args, tiny_model, tiny_tokenizer_cached
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
-from trl_grpo_ext.efficiency import fill_rows, prompt_groups, rows_with_signal, shared_prompt_log_probs
+from trl_grpo_ext.efficiency import (
+    fill_rows,
+    prompt_groups,
+    rows_with_signal,
+    shared_prompt,
+    shared_prompt_log_probs,
+    zero_advantage,
+)
 from trl_grpo_ext.kit import resolve_model_path
 
 
@@ -31,6 +39,22 @@ def any_digit_early(completions, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------------ pure pieces
+class _FencedDocTestParser(doctest.DocTestParser):
+    """Our docstrings fence examples in ```python ... ``` (TRL's style); the closing fence is not expected output."""
+
+    def parse(self, string, name="<string>"):
+        return super().parse(re.sub(r"^[ \t]*```.*$", "", string, flags=re.MULTILINE), name)
+
+
+@pytest.mark.parametrize("module", [shared_prompt, zero_advantage], ids=lambda m: m.__name__)
+def test_docstring_examples_are_exact(module):
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder(parser=_FencedDocTestParser()).find(module, module.__name__):
+        runner.run(test)
+    assert runner.summarize(verbose=False).attempted >= 3
+    assert runner.failures == 0
+
+
 def test_prompt_groups_number_distinct_prompts_by_first_appearance():
     ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 5, 6], [0, 5, 6], [7, 8, 9], [0, 0, 6]])
     mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]])
@@ -293,3 +317,60 @@ def test_two_processes_with_the_options_train_the_same_weights(tmp_path, monkeyp
     assert len(passes) == 2 * run.MAX_STEPS
     assert any(signal == 0 for _, signal, _ in passes), passes  # a process whose rows were all skipped: no hang
     assert any(kept < total for kept, _, total in passes), passes
+
+
+# ------------------------------------------------------------------------------------------- the real model
+def _train_real(tmp_path, name, quantized=False, **overrides):
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    from trl_grpo_ext.kit.tasks import chat_addition_dataset
+    from trl_grpo_ext.real_demo import real_demo_reward
+
+    args = GRPOExtConfig(
+        str(tmp_path / name),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        learning_rate=0.05,
+        optim="sgd",
+        beta=0.0,
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        **overrides,
+    )
+    quantization = None
+    if quantized:
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+    trainer = GRPOExtTrainer(
+        "smollm2:135m-instruct",
+        reward_funcs=real_demo_reward(),
+        args=args,
+        train_dataset=chat_addition_dataset(16, seed=0),
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
+        quantization_config=quantization,
+    )
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    end = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return trainer, start, end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type, quantized", [("dapo", False), ("grpo", False), ("dapo", True)])
+def test_the_options_train_the_same_lora_weights_on_the_real_model(tmp_path, loss_type, quantized):
+    """SmolLM2-135M-Instruct, LoRA (and QLoRA), chat prompts of ~47 tokens: the options change no weight."""
+    base = _train_real(tmp_path, "off", quantized, loss_type=loss_type)
+    other = _train_real(tmp_path, "on", quantized, loss_type=loss_type, share_prompt=True, skip_zero_advantage=True)
+    _assert_same_training(base, other, atol=1e-5)
+    saved = [e["efficiency/prompt_tokens_saved_frac"] for e in other[0].state.log_history if "reward" in e]
+    assert max(saved) > 0.5

@@ -39,10 +39,11 @@ from .efficiency import (
     backbone_of,
     cache_keyword,
     fill_rows,
-    prompt_groups,
+    prompt_positions_saved,
     rows_with_signal,
     shared_prefill_generation,
     shared_prompt_log_probs,
+    skipped_rows_stats,
 )
 from .kit import is_kit_name, resolve_model_path
 from .rewards import (
@@ -477,10 +478,8 @@ class GRPOExtTrainer(GRPOTrainer):
         """`efficiency/skipped_rows_frac`, and TRL's `entropy` re-measured on the rows computed (global means)."""
         mode = "train" if self.model.training else "eval"
         mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
-        mask = mask[keep].float()
-        entropy_sum = (kept_entropies.detach() * mask).sum() if kept_entropies is not None else mask.new_zeros(())
-        local = torch.stack([(~keep).sum().float(), keep.new_ones(keep.shape).sum().float(), entropy_sum, mask.sum()])
-        skipped, rows, entropy_sum, tokens = self.accelerator.reduce(local, reduction="sum").tolist()
+        stats = self.accelerator.reduce(skipped_rows_stats(keep, mask, kept_entropies), reduction="sum")
+        skipped, rows, entropy_sum, tokens = stats.tolist()
         self._metrics[mode]["efficiency/skipped_rows_frac"].append(skipped / rows)
         if kept_entropies is not None and self._metrics[mode]["entropy"]:
             self._metrics[mode]["entropy"][-1] = entropy_sum / max(tokens, 1.0)
@@ -491,10 +490,8 @@ class GRPOExtTrainer(GRPOTrainer):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         if keep is not None:
             prompt_ids, prompt_mask = prompt_ids[keep], prompt_mask[keep]
-        rows, length = prompt_ids.shape
-        distinct = len(prompt_groups(prompt_ids[:, :-1], prompt_mask[:, :-1])[0]) if length > 1 else rows
-        local = torch.tensor([float((rows - distinct) * max(length - 1, 0)), float(rows * length)])
-        saved, total = self.accelerator.reduce(local.to(self.accelerator.device), reduction="sum").tolist()
+        local = prompt_positions_saved(prompt_ids, prompt_mask).to(self.accelerator.device)
+        saved, total = self.accelerator.reduce(local, reduction="sum").tolist()
         self._metrics[mode]["efficiency/prompt_tokens_saved_frac"].append(saved / max(total, 1.0))
 
     def _check_efficiency_options(self, args: GRPOExtConfig) -> None:

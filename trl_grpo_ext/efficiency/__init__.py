@@ -6,10 +6,11 @@ from .shared_prompt import (
     cache_keyword,
     prefix_cache,
     prompt_groups,
+    prompt_positions_saved,
     shared_prefill_generation,
     shared_prompt_log_probs,
 )
-from .zero_advantage import fill_rows, rows_with_signal
+from .zero_advantage import fill_rows, rows_with_signal, skipped_rows_stats
 
 __all__ = [
     "backbone_of",
@@ -17,7 +18,9 @@ __all__ = [
     "fill_rows",
     "prefix_cache",
     "prompt_groups",
+    "prompt_positions_saved",
     "rows_with_signal",
     "shared_prefill_generation",
     "shared_prompt_log_probs",
+    "skipped_rows_stats",
 ]

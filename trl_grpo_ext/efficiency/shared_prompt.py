@@ -53,6 +53,23 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return first[order], rank[sorted_inverse]
 
 
+def prompt_positions_saved(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    """`[prompt positions not computed again, prompt positions of the rows]` of one micro-batch under `share_prompt`.
+
+    Each repeat of a distinct prompt saves its positions but the last (which runs with its completion).
+
+    Example:
+    ```python
+    >>> ids = torch.tensor([[5, 6, 7], [5, 6, 7], [5, 6, 7], [8, 9, 1]])
+    >>> prompt_positions_saved(ids, torch.ones_like(ids)).tolist()
+    [4.0, 12.0]
+    ```
+    """
+    rows, length = prompt_ids.shape
+    distinct = len(prompt_groups(prompt_ids[:, :-1], prompt_mask[:, :-1])[0]) if length > 1 else rows
+    return torch.tensor([float((rows - distinct) * max(length - 1, 0)), float(rows * length)])
+
+
 def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
     """The decoder stack (e.g. `Qwen2Model`) under a causal LM, a PEFT wrapper or a DDP wrapper.
 

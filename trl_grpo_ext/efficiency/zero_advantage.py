@@ -49,3 +49,22 @@ def fill_rows(computed: torch.Tensor, keep: torch.Tensor, placeholder: torch.Ten
     """
     rows = keep.nonzero().squeeze(1)
     return placeholder.detach().to(computed.dtype).index_put((rows,), computed)
+
+
+def skipped_rows_stats(keep: torch.Tensor, mask: torch.Tensor, kept_entropies: torch.Tensor | None) -> torch.Tensor:
+    """`[rows skipped, rows, entropy summed over the computed rows' tokens, those tokens]`, to be summed over
+    processes: the skipped fraction and TRL's `entropy` metric measured on the rows computed.
+
+    `mask` is the loss mask of the whole micro-batch, `kept_entropies` the per-token entropies of the kept rows.
+
+    Example:
+    ```python
+    >>> keep = torch.tensor([True, False, True])
+    >>> skipped_rows_stats(keep, torch.ones(3, 2), torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
+    [1.0, 3.0, 10.0, 4.0]
+    ```
+    """
+    mask = mask[keep].float()
+    entropy = (kept_entropies.detach() * mask).sum() if kept_entropies is not None else mask.new_zeros(())
+    rows = torch.tensor([float((~keep).sum()), float(keep.numel())], device=mask.device)
+    return torch.cat([rows, torch.stack([entropy, mask.sum()])])

@@ -168,17 +168,20 @@ def _check_labeler(value: Any, judge: Mapping | None) -> dict[str, Any] | None:
 def _check_kit_reward_model(model: str) -> None:
     """A kit name must be one whose directory has a reward model: `tiny:<size>[@seed]` (its `reward/`)."""
     from ..kit import is_kit_name
-    from ..kit.tiny import MODEL_SIZES
+    from ..kit.tiny import MODEL_SIZES, parse_tiny_spec
 
     if not is_kit_name(model):
         return
-    size, _, seed = model.removeprefix("tiny:").partition("@")
-    if not model.startswith("tiny:") or size not in MODEL_SIZES or (seed and not seed.isdigit()):
+    try:
+        if not model.startswith("tiny:"):
+            raise ValueError(model)
+        parse_tiny_spec(model.removeprefix("tiny:"))  # the kit's own rule: a size, an optional ASCII-digit seed
+    except ValueError:
         raise ValueError(
             f"`{FIELD}.model` {model!r} is not a kit reward model: the kit's reward models are "
             f"{[f'tiny:{s}' for s in sorted(MODEL_SIZES)]} (optionally '@seed'); other kit models are causal LMs "
             "without a reward head. Give a sequence classifier's path or Hub id instead."
-        )
+        ) from None
 
 
 def check_online_reward_model_config(value: Any, judge: Mapping | None = None) -> dict[str, Any]:
