@@ -17,7 +17,7 @@ from transformers import LogitsProcessorList
 
 from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 from ..sampling import RowTemperatureLogitsProcessor, row_temperatures, temperature_ladder
-from .overhead import _max_rss_mb, model_label
+from .overhead import max_rss_mb, model_label
 
 PROMPTS = ["12+3=", "7*8=", "100-1=", "What is 4/2?", "Solve x+1=3.", "2**5=", "9-4=", "6*7="]
 LADDER_VS_CONSTANT_TARGET = 1.05  # at most: the ladder costs (almost) nothing over one constant-temperature call
@@ -125,7 +125,7 @@ def _bench_model(
         "k_calls_vs_ladder": k_calls_vs_ladder,
         "k_calls_vs_ladder_target": K_CALLS_FRACTION_TARGET * k,
         "k_calls_vs_ladder_pass": k_calls_vs_ladder >= K_CALLS_FRACTION_TARGET * k,
-        "peak_rss_mb": _max_rss_mb(),  # of the whole process so far (ru_maxrss): earlier rows and benchmarks count
+        "peak_rss_mb": max_rss_mb(),  # of the whole process so far (ru_maxrss): earlier rows and benchmarks count
     }
 
 

@@ -287,7 +287,8 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def _max_rss_mb() -> float:
+def max_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
@@ -322,7 +323,7 @@ def train_once(spec: dict) -> dict[str, Any]:
     from trl_grpo_ext.rewards import accuracy, novelty, readability
 
     cuda = torch.cuda.is_available()
-    import_rss_mb = _max_rss_mb()
+    import_rss_mb = max_rss_mb()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     tokenizer = build_tiny_tokenizer() if tokenizer_kind == "tiny" else None  # None: the trainer loads the model's
     make_dataset = chat_addition_dataset if data == "chat_addition" else arithmetic_dataset
@@ -440,7 +441,7 @@ def train_once(spec: dict) -> dict[str, Any]:
         "generated_tokens": generation["tokens"],
         "generated_rows": generation["rows"],
         "import_rss_mb": import_rss_mb,
-        "peak_rss_mb": _max_rss_mb(),
+        "peak_rss_mb": max_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "threads": torch.get_num_threads(),
         # 1-minute load average of the machine before and after: other jobs on a shared CPU show up here.

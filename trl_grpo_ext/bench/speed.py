@@ -33,7 +33,7 @@ import statistics
 import time
 from typing import Any
 
-from .overhead import model_label, run_child
+from .overhead import max_rss_mb, model_label, run_child
 
 TRAINERS = ("ext", "trl")
 STEP_TARGET = 0.5
@@ -294,7 +294,7 @@ def train_once(spec: dict) -> dict[str, Any]:
         "step_s": statistics.mean(steps),
         "loss_s": statistics.mean(s - p for s, p in zip(steps, prepares)),
         "generate_s": statistics.mean(timings["generate"][steady]),
-        "peak_rss_mb": _max_rss_mb(),
+        "peak_rss_mb": max_rss_mb(),
         "params": sum(p.numel() for p in unwrapped.parameters()),
         "rows": shapes["rows"],
         "prompt_tokens": shapes["prompt_tokens"],
@@ -316,14 +316,6 @@ def _plain_reward(weighted):
 
     reward.__name__ = "weighted_reward"
     return reward
-
-
-def _max_rss_mb() -> float:
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _child_main(argv: list[str]) -> int:
