@@ -246,3 +246,43 @@ def test_ladder_bench_quick_on_smollm2():
     assert row["model"] == "smollm2-135m-instruct"
     assert row["params"] == pytest.approx(134.5e6, rel=0.01)
     assert row["ladder_s"] > 0 and row["constant_s"] > 0 and row["k_calls_s"] > 0
+
+
+def test_summarize_speed_reports_median_ratios_targets_and_mfu():
+    from trl_grpo_ext.bench.speed import summarize_speed
+
+    def run(pair, trainer, step, loss, generate, rss, digest="same", weights=(0.0, 1.0)):
+        return {
+            "pair": pair, "trainer": trainer, "step_s": step, "loss_s": loss, "generate_s": generate,
+            "peak_rss_mb": rss, "completion_digest": digest, "final_weights": list(weights), "params": 1000,
+            "loss_tokens_per_step": 50, "rows": 8, "prompt_tokens": 20, "skipped_rows_frac": 0.5 if trainer == "ext" else 0.0,
+        }  # fmt: skip
+
+    runs = [
+        run(0, "ext", 3.0, 1.0, 2.0, 100.0), run(0, "trl", 10.0, 8.0, 2.0, 400.0),
+        run(1, "trl", 12.0, 9.0, 3.0, 400.0), run(1, "ext", 4.0, 1.8, 2.2, 120.0, weights=(0.0, 1.0 + 2e-7)),
+    ]  # fmt: skip
+    row = summarize_speed({"bench": "speed", "model": "m", "shape": "demo"}, runs, peak_gflops=1.0)
+
+    assert row["pairs"] == 2 and row["same_completions"] is True
+    assert row["step_ratio"] == pytest.approx((0.3 + 4 / 12) / 2) and row["step_pass"] is True
+    assert row["loss_ratio"] == pytest.approx((1 / 8 + 0.2) / 2) and row["loss_pass"] is True  # demo target 0.4
+    assert row["rss_ratio"] == pytest.approx((0.25 + 0.3) / 2) and row["memory_pass"] is True
+    assert row["final_weight_max_diff"] == pytest.approx(1e-7)
+    # MFU: 4 x 1000 parameters x 50 tokens = 2e5 FLOPs over the median loss pass, against a 1 GFLOP/s peak
+    assert row["trl_mfu"] == pytest.approx(2e5 / 8.5 / 1e9) and row["ext_mfu"] == pytest.approx(2e5 / 1.4 / 1e9)
+    assert "final_weights" not in row["runs"][0]
+
+    runs[1]["completion_digest"] = "other"
+    assert summarize_speed({"bench": "speed", "model": "m", "shape": "long"}, runs, 1.0)["same_completions"] is False
+
+
+@pytest.mark.slow
+def test_speed_bench_quick_trains_both_arms_on_the_same_completions(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert bench.main(["--only", "speed", "--quick", "--pairs", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["benchmarks"]["speed"]
+    assert row["shape"] == "quick" and row["same_completions"] is True
+    assert row["final_weight_max_diff"] < 1e-5
+    assert {run["trainer"] for run in row["runs"]} == {"ext", "trl"}
+    assert "speed" in capsys.readouterr().out
