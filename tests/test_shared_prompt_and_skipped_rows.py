@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -20,7 +23,15 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from tests.helpers import digit_reward, prompt_dataset, run_torchrun, tiny_args, tiny_model, tiny_tokenizer_cached
+from tests.helpers import (
+    REPO_ROOT,
+    digit_reward,
+    prompt_dataset,
+    run_torchrun,
+    tiny_args,
+    tiny_model,
+    tiny_tokenizer_cached,
+)
 from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
 from trl_grpo_ext.efficiency import (
     fill_rows,
@@ -291,21 +302,37 @@ def test_share_prompt_refuses_a_model_whose_backbone_takes_no_cache(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- two processes
+def _launch_fsdp2(script: str, *args: str, env: dict[str, str]) -> None:
+    """`accelerate launch` with tests/dist/fsdp2_cpu.yaml: FSDP2 on 2 CPU processes (gloo)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "tests/dist/fsdp2_cpu.yaml"]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **env}
+    result = subprocess.run([*command, script, *map(str, args)], cwd=REPO_ROOT, env=full_env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_with_the_options_train_the_same_weights(tmp_path, monkeypatch):
-    """DDP on 2 CPU processes, a group straddling them, some process's micro-batch entirely skipped: no hang, and
-    the weights equal the run without the options."""
+@pytest.mark.parametrize("launcher", ["ddp", "fsdp2"])
+def test_two_processes_with_the_options_train_the_same_weights(tmp_path, monkeypatch, launcher):
+    """2 CPU processes (DDP under torchrun, FSDP2 under accelerate launch), a group straddling them, some process's
+    micro-batch entirely skipped: no hang, and the weights equal the run without the options."""
     from tests.dist import train_efficiency as run
 
     monkeypatch.setenv("TRL_GRPO_EXT_CACHE", str(tmp_path / "cache"))
     model_path = resolve_model_path("tiny:tiny")  # materialised once, here, not by two racing processes
+    launch = run_torchrun if launcher == "ddp" else _launch_fsdp2
     weights, computed = {}, {}
     for name, flags in (("off", []), ("on", ["--options"])):
         output_dir = tmp_path / name
         output_dir.mkdir()
-        env = {"TRL_GRPO_EXT_CACHE": str(tmp_path / "cache")}
-        run_torchrun("tests/dist/train_efficiency.py", output_dir, model_path, *flags, env=env)
+        launch(
+            "tests/dist/train_efficiency.py",
+            output_dir,
+            model_path,
+            *flags,
+            env={"TRL_GRPO_EXT_CACHE": str(tmp_path / "cache")},
+        )
         weights[name] = torch.load(output_dir / "weights.pt")
         computed[name] = [json.loads((output_dir / f"rows{rank}.json").read_text()) for rank in range(2)]
     start = dict(AutoModelForCausalLM.from_pretrained(model_path).named_parameters())

@@ -510,6 +510,13 @@ class GRPOExtTrainer(GRPOTrainer):
                 f"{self.router_aux_loss_coef}): it is computed over every row's tokens, prompt included. Set "
                 "router_aux_loss_coef=0 or leave the option off."
             )
+        fsdp_plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if args.share_prompt and self.is_fsdp_enabled and getattr(fsdp_plugin, "fsdp_version", 1) == 1:
+            raise ValueError(
+                "`share_prompt=True` runs each shared prompt through the backbone outside the model's root forward, "
+                "whose parameters FSDP version 1 does not gather there. Use FSDP2 (`fsdp_version: 2`, tested) or DDP, "
+                "or leave share_prompt off."
+            )
         if args.share_prompt:
             backbone = backbone_of(self.accelerator.unwrap_model(self.model))
             if cache_keyword(backbone) is None:

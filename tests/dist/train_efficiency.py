@@ -1,6 +1,7 @@
 """Train the tiny kit for a few steps with or without `share_prompt` + `skip_zero_advantage`, under torchrun.
 
     torchrun --nproc_per_node 2 tests/dist/train_efficiency.py OUTPUT_DIR MODEL_PATH [--options]
+    accelerate launch --config_file tests/dist/fsdp2_cpu.yaml tests/dist/train_efficiency.py ...   (FSDP2)
 
 6 rows per process in groups of 4, so the second group of every batch straddles the two processes; a pass / fail
 reward ties most groups, so some process's micro-batch is entirely skipped. Process 0 writes the trained weights to
@@ -61,9 +62,13 @@ def main() -> None:
     trainer.train()
     rank = trainer.accelerator.process_index
     (cli.output_dir / f"rows{rank}.json").write_text(json.dumps(computed))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # FSDP2 shards each parameter as a DTensor: every process takes part in gathering it whole
+    weights = {
+        n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for n, p in model.named_parameters()
+    }
     if rank == 0:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, cli.output_dir / "weights.pt")
+        torch.save(weights, cli.output_dir / "weights.pt")
 
 
 if __name__ == "__main__":
