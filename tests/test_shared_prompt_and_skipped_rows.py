@@ -246,6 +246,37 @@ def test_the_options_train_the_same_weights_with_other_settings(setting):
     _assert_same_training(_train(**overrides), _train(**overrides, **OPTIONS["both"]))
 
 
+COMPOSED = {
+    "closed_loop_and_objectives": dict(
+        reward=None,
+        reward_objectives={"accuracy": 0.7, "readability": 0.2, "novelty": 0.1},
+        temperature_schedule="linear",
+        temperature_control="zero_std",
+    ),
+    "principles_and_online_reward_model": dict(
+        reward=None,
+        reward_objectives={"accuracy": 0.4, "principles": 0.3, "learned_preference": 0.3},
+        principles=["Is the answer a number?"],
+        judge={"model": "tiny:tiny", "batch_size": 8},
+        online_reward_model={
+            "model": "tiny:tiny",
+            "pairs_per_update": 2,
+            "learning_rate": 1e-3,
+            "heldout_fraction": 0.0,
+            "labeler": {"type": "gold", "objective": "accuracy"},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("setting", COMPOSED)
+def test_the_options_compose_with_the_reward_side_features(setting):
+    """The closed-loop ladder, named objectives, a judged principles objective and an online reward model all read
+    rewards, never the loss's log-probs: with the options on, the same rewards, completions and weights."""
+    overrides = COMPOSED[setting]
+    _assert_same_training(_train(**overrides), _train(**overrides, **OPTIONS["both"]))
+
+
 def test_share_prompt_with_a_reference_model_gives_the_same_weights():
     """beta > 0 (LoRA: the reference is the adapter switched off): the reference forward shares prompts too."""
     base = _train(peft=True, beta=0.1, reward=digit_reward)

@@ -173,6 +173,24 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
     assert len(run["completions"]) == 16
 
 
+def test_server_mode_trains_with_the_speed_options(vllm_server, tmp_path):
+    """`share_prompt` + `skip_zero_advantage` against a real `vllm serve` (which caches prefixes on its side): the
+    same completions, rewards and losses as without them (the server holds the weights: learning rate 0 on a CPU)."""
+    runs = {
+        name: train(
+            tmp_path, f"server-{name}", vllm_mode="server", vllm_server_base_url=vllm_server, learning_rate=0.0,
+            gradient_checkpointing=False, seed=3, **options,
+        )
+        for name, options in (("off", {}), ("on", {"share_prompt": True, "skip_zero_advantage": True}))
+    }  # fmt: skip
+    assert runs["on"]["completions"] == runs["off"]["completions"]
+    for key in ("reward", "loss", "sampling/importance_sampling_ratio/mean"):
+        assert last_logged(runs["on"]["log_history"], key) == pytest.approx(
+            last_logged(runs["off"]["log_history"], key), abs=1e-6
+        ), key
+    assert last_logged(runs["on"]["log_history"], "efficiency/prompt_tokens_saved_frac")
+
+
 def _server_client_and_prompts(url: str, num_prompts: int = 6):
     from trl.generation.vllm_client import VLLMClient
 
