@@ -378,12 +378,18 @@ def test_two_processes_with_the_options_train_the_same_weights(tmp_path, monkeyp
 
 
 # ------------------------------------------------------------------------------------------- the real model
+def half_dense_reward(completions, answer, **kwargs):
+    """The reply's length for even sums (every group varies), pass / fail for odd ones (most groups tie): the weights
+    move, and rows are skipped."""
+    texts = [c[-1]["content"] for c in completions]
+    return [len(t) / 10 if int(a) % 2 == 0 else float(a in t) for t, a in zip(texts, answer)]
+
+
 def _train_real(tmp_path, name, quantized=False, **overrides):
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
 
     from trl_grpo_ext.kit.tasks import chat_addition_dataset
-    from trl_grpo_ext.real_demo import real_demo_reward
 
     args = GRPOExtConfig(
         str(tmp_path / name),
@@ -411,7 +417,7 @@ def _train_real(tmp_path, name, quantized=False, **overrides):
         )
     trainer = GRPOExtTrainer(
         "smollm2:135m-instruct",
-        reward_funcs=real_demo_reward(),
+        reward_funcs=half_dense_reward,
         args=args,
         train_dataset=chat_addition_dataset(16, seed=0),
         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"),
@@ -430,5 +436,6 @@ def test_the_options_train_the_same_lora_weights_on_the_real_model(tmp_path, los
     base = _train_real(tmp_path, "off", quantized, loss_type=loss_type)
     other = _train_real(tmp_path, "on", quantized, loss_type=loss_type, share_prompt=True, skip_zero_advantage=True)
     _assert_same_training(base, other, atol=1e-5)
-    saved = [e["efficiency/prompt_tokens_saved_frac"] for e in other[0].state.log_history if "reward" in e]
-    assert max(saved) > 0.5
+    logged = [e for e in other[0].state.log_history if "reward" in e]
+    assert max(e["efficiency/prompt_tokens_saved_frac"] for e in logged) > 0.3
+    assert max(e["efficiency/skipped_rows_frac"] for e in logged) > 0
