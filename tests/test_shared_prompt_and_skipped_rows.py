@@ -217,7 +217,7 @@ OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo", "luspo"])
 @pytest.mark.parametrize("options", OPTIONS)
 def test_the_options_train_the_same_weights_for_each_loss_type(loss_type, options):
     base = _train(loss_type=loss_type)
