@@ -162,3 +162,25 @@ def test_report_draws_each_online_reward_model(tmp_path):
     assert "| `rm/budget_left` | 6 | 0 | -6 |" in markdown
     assert "| `prefs/labels_used` | 2 | 2 | +0 |" in markdown
     assert "gold_agreement" not in markdown  # not logged: no row
+
+
+def test_report_plots_what_the_speed_options_saved(tmp_path):
+    """A real run with share_prompt and skip_zero_advantage: `efficiency.png` and both fractions in report.md."""
+    out = tmp_path / "run"
+    args = tiny_args(out, max_steps=2, gradient_checkpointing=False, share_prompt=True, skip_zero_advantage=True)
+    trainer = GRPOExtTrainer(
+        resolve_model_path("tiny:tiny"),
+        reward_funcs=lambda completions, **kwargs: [float(c[:1].isdigit()) for c in completions],
+        args=args,
+        train_dataset=prompt_dataset(8),
+        processing_class=tiny_tokenizer_cached(),
+    )
+    trainer.train()
+    trainer.save_state()
+
+    paths = write_report(out, tmp_path / "report")
+
+    assert "efficiency.png" in [p.name for p in paths] and _is_png(tmp_path / "report" / "efficiency.png")
+    markdown = paths[-1].read_text()
+    assert "| `efficiency/skipped_rows_frac` |" in markdown
+    assert "| `efficiency/prompt_tokens_saved_frac` |" in markdown

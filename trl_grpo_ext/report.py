@@ -12,6 +12,7 @@ one PNG per panel, skipping the panels whose metrics the run did not log:
 | `completion_length.png` | `completions/mean_length` (band: min to max), `completions/clipped_ratio`   |
 | `diversity.png`         | `ladder/distinct_frac`, `frac_reward_zero_std`                              |
 | `loss.png`              | `loss`, `kl`, `entropy` (also SFT runs' `loss`, `mean_token_accuracy`)      |
+| `efficiency.png`        | `efficiency/skipped_rows_frac`, `efficiency/prompt_tokens_saved_frac` (`skip_zero_advantage`, `share_prompt`) |
 | `online_rm.png`         | per online reward model `{name}`: `{name}/loss`; `{name}/pair_accuracy`, `{name}/gold_agreement`; `{name}/labels_used`, `{name}/budget_left`, `{name}/label_errors` |
 
 plus `report.md`: the first and last value of every plotted metric and links to the images. Works for any TRL or
@@ -344,7 +345,7 @@ def _markdown(run_dir: Path, state_path: Path, series: dict[str, _Series], image
         + ["advantages/mean", "advantages/std", "advantages/abs_max", "completions/mean_length"]
         + ["ladder/t_min", "ladder/t_max", "ladder/zero_std_frac", "ladder/zero_std_target"]
         + ["completions/clipped_ratio", "ladder/distinct_frac", "frac_reward_zero_std", "loss", "kl", "entropy"]
-        + ["mean_token_accuracy"]
+        + ["mean_token_accuracy", "efficiency/skipped_rows_frac", "efficiency/prompt_tokens_saved_frac"]
         + [f"{name}/{key}" for name in _online_rm_names(series) for key in _ONLINE_RM_KEYS]
     )
     steps = max((max(s.steps) for s in series.values()), default=0)
@@ -417,6 +418,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> list[Pat
             ylim=(0.0, 1.02),
         ),
         _plot_losses(series, out),
+        _plot_lines(
+            series,
+            [
+                ("efficiency/skipped_rows_frac", "loss rows not computed: advantage 0 (fraction)"),
+                ("efficiency/prompt_tokens_saved_frac", "prompt positions computed once, not again (fraction)"),
+            ],
+            "Compute saved with the same math",
+            "fraction",
+            out / "efficiency.png",
+            ylim=(0.0, 1.02),
+        ),
         _plot_online_rm(series, out),
     ]
     images = [path for path in images if path is not None]
