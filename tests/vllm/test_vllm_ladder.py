@@ -175,11 +175,12 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
 
 def test_server_mode_trains_with_the_speed_options(vllm_server, tmp_path):
     """`share_prompt` + `skip_zero_advantage` against a real `vllm serve` (which caches prefixes on its side): the
-    same completions, rewards and losses as without them (the server holds the weights: learning rate 0 on a CPU)."""
+    same completions, rewards and losses as without them (the server holds the weights: learning rate 0 on a CPU).
+    The server is shared by both runs, so its requests are seeded: unseeded, the second run draws other samples."""
     runs = {
         name: train(
             tmp_path, f"server-{name}", vllm_mode="server", vllm_server_base_url=vllm_server, learning_rate=0.0,
-            gradient_checkpointing=False, seed=3, **options,
+            gradient_checkpointing=False, generation_kwargs={"seed": 3}, **options,
         )
         for name, options in (("off", {}), ("on", {"share_prompt": True, "skip_zero_advantage": True}))
     }  # fmt: skip
