@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from datasets import Dataset
@@ -157,3 +158,16 @@ def run_torchrun(script: str, *args: str, nproc: int = 2, env: dict[str, str] | 
     command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", script, *map(str, args)]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+def everything_shown(exc: BaseException | None, caplog, caught: list) -> str:
+    """Every message a user can see: the whole traceback with its chained causes, the log records, the warnings."""
+    shown = [] if exc is None else traceback.format_exception(type(exc), exc, exc.__traceback__)
+    seen = []
+    while exc is not None and exc not in seen:  # chained causes too, even those a traceback would not print
+        seen.append(exc)
+        shown.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    shown += [record.getMessage() for record in caplog.records]
+    shown += [str(w.message) for w in caught]
+    return "\n".join(shown)

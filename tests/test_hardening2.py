@@ -9,13 +9,12 @@ import dataclasses
 import json
 import logging
 import math
-import traceback
 import warnings
 
 import pytest
 from transformers import TrainerState
 
-from tests.helpers import build_trainer
+from tests.helpers import build_trainer, everything_shown
 from tests.judge_server import FakeJudgeServer
 from trl_grpo_ext.rewards import ObjectiveError, OpenAIJudge, PrinciplesObjective, guard_objective
 from trl_grpo_ext.rewards.judges import DEFAULT_TEMPLATE
@@ -37,19 +36,6 @@ def _prompt(p):
 
 def _judge(server, **kwargs):
     return OpenAIJudge(**{"base_url": server.url, "model": "fake", "backoff": 0.01, "timeout": 5.0, **kwargs})
-
-
-def _everything_shown(exc: BaseException | None, caplog, caught: list) -> str:
-    """Every message a user can see: the whole traceback with its chained causes, the log records, the warnings."""
-    shown = [] if exc is None else traceback.format_exception(type(exc), exc, exc.__traceback__)
-    seen = []
-    while exc is not None and exc not in seen:  # chained causes too, even those a traceback would not print
-        seen.append(exc)
-        shown.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    shown += [record.getMessage() for record in caplog.records]
-    shown += [str(w.message) for w in caught]
-    return "\n".join(shown)
 
 
 def test_api_key_read_with_a_trailing_newline_is_sent_without_it(server, monkeypatch):
@@ -92,7 +78,7 @@ def test_a_key_read_with_a_newline_never_shows_in_errors_or_logs(server, monkeyp
         warnings.simplefilter("always")
         raised, message = _score_guarded(judge, policy, caplog)
     assert "HTTP 401" in message and judge.url in message, message  # the server's answer, not a transport error
-    shown = _everything_shown(raised, caplog, caught)
+    shown = everything_shown(raised, caplog, caught)
     assert SECRET not in shown and "Bearer" not in shown
     assert len(server.requests) == 1 and server.requests[0][2]["Authorization"] == f"Bearer {SECRET}"
 
@@ -111,7 +97,7 @@ def test_a_request_that_cannot_be_sent_names_the_error_class_and_is_not_retried(
     assert "LocalProtocolError" in message and judge.url in message, message
     # httpcore's own DEBUG trace repeats the refused header; everything of this package is scanned.
     caplog.records[:] = [r for r in caplog.records if not r.name.startswith("httpcore")]
-    shown = _everything_shown(raised, caplog, caught)
+    shown = everything_shown(raised, caplog, caught)
     assert SECRET not in shown and "Bearer" not in shown
     assert judge.retries == 0 and server.requests == []  # a request that cannot be sent is not retried
 

@@ -14,9 +14,8 @@ import warnings
 
 import pytest
 
-from tests.helpers import tiny_kwargs
+from tests.helpers import everything_shown, tiny_kwargs
 from tests.judge_server import FakeJudgeServer
-from tests.test_hardening2 import _everything_shown
 from trl_grpo_ext import GRPOExtConfig
 from trl_grpo_ext.rewards import (
     Judge,
@@ -180,7 +179,7 @@ def test_a_key_echoed_escaped_by_the_server_is_hidden(server, monkeypatch, caplo
             assert guarded(["q"], ["0.5"], log_metric=lambda k, v: None) == [None]
     assert server.requests[0][2]["Authorization"] == f"Bearer {SECRET}"
     caplog.records[:] = [r for r in caplog.records if not r.name.startswith(("httpcore", "httpx"))]
-    shown = _everything_shown(raised, caplog, caught)
+    shown = everything_shown(raised, caplog, caught)
     assert "***" in shown and judge.url in shown, shown
     leaked = [piece for piece in SECRET_PIECES[1:] if piece.lower() in shown.lower()]
     assert not leaked, shown
