@@ -63,6 +63,7 @@ from .sampling import (
     reward_by_rung,
     row_temperatures,
     scale_hidden_states,
+    wrapped_generate,
     zero_std_fraction,
 )
 from .sampling.vllm_backend import ladder_vllm_generation
@@ -355,21 +356,18 @@ class GRPOExtTrainer(GRPOTrainer):
         self.generation_config.temperature = 1.0
         self.generation_kwargs = {**saved_kwargs, "temperature": 1.0}
         processor = RowTemperatureLogitsProcessor(temps.to(self.accelerator.device))
-        instance_generate = vars(model).get("generate")  # a `generate` other code patched on the instance
-        original_generate = model.generate
 
-        def generate(*args, logits_processor=None, **kwargs):
-            processors = LogitsProcessorList([processor, *(logits_processor or [])])
-            return original_generate(*args, logits_processor=processors, **kwargs)
+        def wrap(original_generate):
+            def generate(*args, logits_processor=None, **kwargs):
+                processors = LogitsProcessorList([processor, *(logits_processor or [])])
+                return original_generate(*args, logits_processor=processors, **kwargs)
 
-        model.generate = generate
+            return generate
+
         try:
-            yield
+            with wrapped_generate(model, wrap):
+                yield
         finally:
-            if instance_generate is not None:
-                model.generate = instance_generate  # what was there before
-            else:
-                del model.generate  # drop the instance attribute: the class method shows through again
             self.generation_config, self.generation_kwargs = saved_config, saved_kwargs
 
     # ------------------------------------------------------------------ ladder: scoring

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..sampling.processors import wrapped_generate
+
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct (prompt, mask) rows of a batch and, for every row, the index of its distinct prompt.
@@ -149,43 +151,35 @@ def _shared_chunk(model, ids, mask, prompt_length, first, inverse, autocast, pro
     return outputs.log_probs[:, :-1], entropy
 
 
-@contextlib.contextmanager
-def shared_prefill_generation(model: torch.nn.Module):
+def shared_prefill_generation(model: torch.nn.Module) -> contextlib.AbstractContextManager:
     """Within the block, `model.generate(input_ids, attention_mask, ...)` prefills each distinct prompt once.
 
     The prompt minus its last token runs once per distinct prompt, with the positions `generate` gives a left-padded
     row; its cache is expanded to the rows and `generate` continues from it (the last prompt token, then decoding as
-    before). Other calls (`cache` given, no repeated prompt) go through unchanged.
+    before). Other calls (a cache given, no repeated prompt) go through unchanged.
     """
-    instance_generate = vars(model).get("generate")  # a `generate` other code patched on the instance
-    original_generate = model.generate
-
     keyword = cache_keyword(backbone_of(model))
 
-    def generate(*args, input_ids=None, attention_mask=None, **kwargs):
-        if args or input_ids is None or attention_mask is None or kwargs.get(keyword) is not None:
-            return original_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        cached = input_ids.size(1) - 1
-        first, inverse = prompt_groups(input_ids[:, :cached], attention_mask[:, :cached])
-        if cached < 1 or len(first) == input_ids.size(0):
-            return original_generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        prefix_mask = attention_mask[first, :cached]
-        positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)  # as `generate` numbers them
-        with torch.no_grad():
-            cache = prefix_cache(
-                backbone_of(model),
-                input_ids=input_ids[first, :cached],
-                attention_mask=prefix_mask,
-                position_ids=positions,
-            )
-        cache.batch_select_indices(inverse)
-        return original_generate(input_ids=input_ids, attention_mask=attention_mask, **{keyword: cache}, **kwargs)
+    def wrap(original_generate):
+        def generate(*args, input_ids=None, attention_mask=None, **kwargs):
+            if args or input_ids is None or attention_mask is None or kwargs.get(keyword) is not None:
+                return original_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            cached = input_ids.size(1) - 1
+            first, inverse = prompt_groups(input_ids[:, :cached], attention_mask[:, :cached])
+            if cached < 1 or len(first) == input_ids.size(0):
+                return original_generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            prefix_mask = attention_mask[first, :cached]
+            positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)  # as `generate` does
+            with torch.no_grad():
+                cache = prefix_cache(
+                    backbone_of(model),
+                    input_ids=input_ids[first, :cached],
+                    attention_mask=prefix_mask,
+                    position_ids=positions,
+                )
+            cache.batch_select_indices(inverse)
+            return original_generate(input_ids=input_ids, attention_mask=attention_mask, **{keyword: cache}, **kwargs)
 
-    model.generate = generate
-    try:
-        yield
-    finally:
-        if instance_generate is not None:
-            model.generate = instance_generate
-        else:
-            del model.generate
+        return generate
+
+    return wrapped_generate(model, wrap)

@@ -24,10 +24,11 @@ temperature), `metrics` (ladder metrics), `control` (the closed-loop ladder: `te
 from .control import CONTROL_SIGNALS, LadderController, next_scale, zero_std_fraction
 from .ladder import LADDER_KINDS, SCHEDULES, group_ladder, row_temperatures, scheduled_range, temperature_ladder
 from .metrics import distinct_fraction, reward_by_rung
-from .processors import RowTemperatureLogitsProcessor
+from .processors import RowTemperatureLogitsProcessor, wrapped_generate
 from .scoring import check_exact_temperature_scoring, scale_hidden_states
 
 __all__ = [
+    "wrapped_generate",
     "CONTROL_SIGNALS",
     "LadderController",
     "LADDER_KINDS",

@@ -2,7 +2,8 @@ r"""Sampling a ladder with transformers `generate`: a logits processor that divi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -62,3 +63,21 @@ class RowTemperatureLogitsProcessor(LogitsProcessor):
 # Of the config attributes TRL's fused LM head reads (`trl.trainer.utils.add_fused_lm_head`), `logit_scale`,
 # `output_multiplier`, `lm_head_multiplier` and `logits_scaling` multiply the logits by a constant, which commutes with
 # scaling the hidden state; a soft-cap, c * tanh(z / c), does not.
+
+
+@contextlib.contextmanager
+def wrapped_generate(model: torch.nn.Module, wrap: Callable[[Callable], Callable]) -> Iterator[None]:
+    """Within the block, `model.generate` is `wrap(model.generate)`; after it, what was there before.
+
+    A `generate` that other code set on the instance is put back; otherwise the instance attribute is dropped and the
+    class method shows through again. Blocks nest (the ladder's processor around the shared prefill).
+    """
+    instance_generate = vars(model).get("generate")
+    model.generate = wrap(model.generate)
+    try:
+        yield
+    finally:
+        if instance_generate is not None:
+            model.generate = instance_generate
+        else:
+            del model.generate
