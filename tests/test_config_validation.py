@@ -165,6 +165,9 @@ INVALID = [
     ("share_prompt", {"share_prompt": True, "gradient_checkpointing": True}, "activation_checkpointing"),
     ("skip_zero_advantage", {"skip_zero_advantage": 1}, "1"),
     ("skip_zero_advantage", {"skip_zero_advantage": True, "beta": 0.04}, "0.04"),
+    ("dynamic_sampling", {"dynamic_sampling": "yes"}, "'yes'"),
+    ("dynamic_sampling_max_rounds", {"dynamic_sampling_max_rounds": 0}, "0"),
+    ("log_tied_groups", {"log_tied_groups": 1}, "1"),
     # online reward model (the learned_preference objective)
     ("online_reward_model", {**LEARNED, "online_reward_model": {}}, "{}"),
     ("online_reward_model", {**LEARNED, "online_reward_model": "tiny:tiny"}, "'tiny:tiny'"),

@@ -23,7 +23,16 @@ REWARD_ERROR_POLICIES = ("raise", "skip")
 TEMPERATURE_CONTROLS = ("none", "zero_std")
 # Loss types whose per-token loss is exactly 0 for a row with advantage 0, whatever its log-probs (TRL 1.16's
 # `_compute_loss`); "vespo" weights a row by its own log-ratio through `get_gamma_weights` and is left out.
-SKIP_EXACT_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo")  # = sampling.control.CONTROL_SIGNALS, without importing torch here
+MAX_DYNAMIC_ROUNDS = 100  # extra generation rounds per batch: each one generates a whole generation batch
+SKIP_EXACT_LOSS_TYPES = (
+    "grpo",
+    "bnpo",
+    "dr_grpo",
+    "dapo",
+    "luspo",
+    "cispo",
+    "sapo",
+)  # = sampling.control.CONTROL_SIGNALS, without importing torch here
 
 
 def _parse_json_field(name: str, value: Any) -> Any:
@@ -201,6 +210,24 @@ class GRPOExtConfig(GRPOConfig):
             per-token loss is 0 either way, and TRL's loss and normaliser are unchanged. Exact with `beta=0`, no
             entropy bonus, `top_entropy_quantile=1` and no MoE auxiliary loss, which it requires. The logged
             `entropy` then averages the rows computed.
+
+        > Parameters that change which groups are trained on (docs/dynamic-sampling.md)
+
+        dynamic_sampling (`bool`, *optional*, defaults to `False`):
+            DAPO's dynamic sampling: after the rewards, every group whose rewards are all equal (it gives no
+            gradient) is replaced by a group of a new prompt, generated and scored by TRL's own
+            `_generate_and_score_completions` again, until every group of the batch teaches or
+            `dynamic_sampling_max_rounds` extra rounds are spent (the tied groups left keep their places). New prompts
+            come from the training set in an order of their own (seeded, the same on every process, checkpointed).
+            The decision is taken on the global batch, so every process generates the same number of rounds. Each
+            round generates a whole generation batch, so a step can generate up to `1 + max_rounds` times TRL's.
+            Training only; map-style datasets and text-only models.
+        dynamic_sampling_max_rounds (`int`, *optional*, defaults to `3`):
+            Extra generation rounds per generation batch at most, in [1, 100].
+        log_tied_groups (`bool`, *optional*, defaults to `False`):
+            Log TRL's `frac_reward_zero_std` split by where the tied groups sit in the batch's reward range:
+            `tied_groups/top_frac` (tied at the batch's highest reward: too easy) and `tied_groups/bottom_frac` (at
+            its lowest: too hard). On with `dynamic_sampling`; off by default so that the logged keys are TRL's.
     """
 
     # Temperature ladder
@@ -363,6 +390,27 @@ class GRPOExtConfig(GRPOConfig):
         },
     )
 
+    # Which groups are trained on
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace groups whose rewards are all equal by groups of new prompts, generated and scored again, "
+            "until every group teaches or dynamic_sampling_max_rounds extra rounds are spent (DAPO's dynamic "
+            "sampling). Training only."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3,
+        metadata={"help": "Extra generation rounds per generation batch at most, in [1, 100]."},
+    )
+    log_tied_groups: bool = field(
+        default=False,
+        metadata={
+            "help": "Log tied_groups/top_frac and tied_groups/bottom_frac: groups tied at the batch's highest "
+            "reward (too easy) and at its lowest (too hard). On with dynamic_sampling."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._validate_extension()
@@ -411,6 +459,7 @@ class GRPOExtConfig(GRPOConfig):
         self._validate_online_reward_model()  # before principles: a judge labeler is a second use of `judge`
         self._validate_principles()
         self._validate_efficiency()
+        self._validate_dynamic_sampling()
 
     # Validation, one method per feature so each error is easy to find.
     def _validate_ladder(self) -> None:
@@ -739,6 +788,22 @@ class GRPOExtConfig(GRPOConfig):
             raise ValueError(
                 f"`skip_zero_advantage=True` is exact for `loss_type` in {list(SKIP_EXACT_LOSS_TYPES)}, got "
                 f"{self.loss_type!r} (its sequence weights read the log-prob ratio of every row)."
+            )
+
+    def _validate_dynamic_sampling(self) -> None:
+        for name in ("dynamic_sampling", "log_tied_groups"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+        rounds = self.dynamic_sampling_max_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_DYNAMIC_ROUNDS:
+            raise ValueError(
+                f"`dynamic_sampling_max_rounds` must be an integer in [1, {MAX_DYNAMIC_ROUNDS}], got {rounds!r}."
+            )
+        if self.dynamic_sampling and self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "`dynamic_sampling=True` needs `multi_objective_aggregation='sum_then_normalize'`, got "
+                f"{self.multi_objective_aggregation!r}: with 'normalize_then_sum' the advantages are normalised over "
+                "the batch, so a group whose rewards are all equal still has a non-zero advantage."
             )
 
     @property

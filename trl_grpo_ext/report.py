@@ -13,6 +13,8 @@ one PNG per panel, skipping the panels whose metrics the run did not log:
 | `diversity.png`         | `ladder/distinct_frac`, `frac_reward_zero_std`                              |
 | `loss.png`              | `loss`, `kl`, `entropy` (also SFT runs' `loss`, `mean_token_accuracy`)      |
 | `efficiency.png`        | `efficiency/skipped_rows_frac`, `efficiency/prompt_tokens_saved_frac` (`skip_zero_advantage`, `share_prompt`) |
+| `tied_groups.png`       | `frac_reward_zero_std` split: `tied_groups/top_frac` (too easy), `tied_groups/bottom_frac` (too hard) (`log_tied_groups`, `dynamic_sampling`) |
+| `dynamic_sampling.png`  | `dynamic_sampling/rounds`, `dynamic_sampling/groups_per_kept`; `dynamic_sampling/teaching_frac` (`dynamic_sampling`) |
 | `online_rm.png`         | per online reward model `{name}`: `{name}/loss`; `{name}/pair_accuracy`, `{name}/gold_agreement`; `{name}/labels_used`, `{name}/budget_left`, `{name}/label_errors` |
 
 plus `report.md`: the first and last value of every plotted metric and links to the images. Works for any TRL or
@@ -288,6 +290,43 @@ def _plot_losses(series: dict[str, _Series], out: Path) -> Path | None:
     return _finish(fig, list(axes[0]), out / "loss.png")
 
 
+def _plot_tied_groups(series: dict[str, _Series], out: Path) -> Path | None:
+    """Where the groups without signal sit: at the batch's highest reward (too easy) or its lowest (too hard)."""
+    if "tied_groups/top_frac" not in series:
+        return None
+    return _plot_lines(
+        series,
+        [
+            ("frac_reward_zero_std", "groups with equal rewards (fraction)"),
+            ("tied_groups/top_frac", "... at the batch's highest reward: too easy"),
+            ("tied_groups/bottom_frac", "... at the batch's lowest reward: too hard"),
+        ],
+        "Groups without signal",
+        "fraction of groups",
+        out / "tied_groups.png",
+        ylim=(0.0, 1.02),
+    )
+
+
+def _plot_dynamic_sampling(series: dict[str, _Series], out: Path) -> Path | None:
+    """Dynamic sampling's cost (rounds, groups generated per teaching group kept) and what it bought."""
+    if "dynamic_sampling/rounds" not in series:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (
+        ("dynamic_sampling/rounds", "generation rounds"),
+        ("dynamic_sampling/groups_per_kept", "groups generated per teaching group kept"),
+    ):
+        if key in series:
+            left.plot(series[key].steps, series[key].values, linewidth=1.5, label=label)
+    left.set(title="Dynamic sampling: cost", xlabel="training step", ylabel="count")
+    teaching = series["dynamic_sampling/teaching_frac"]
+    right.plot(teaching.steps, teaching.values, linewidth=1.5, label="groups trained on that teach (fraction)")
+    right.set(title="Dynamic sampling: the batch", xlabel="training step", ylabel="fraction", ylim=(0.0, 1.02))
+    return _finish(fig, [left, right], out / "dynamic_sampling.png")
+
+
 def _online_rm_names(series: dict[str, _Series]) -> list[str]:
     """The metric prefixes of the run's online reward models (`rm` by default)."""
     return sorted(m.group(1) for key in series if (m := _ONLINE_RM.match(key)) and m.group(1) != "rewards")
@@ -346,6 +385,8 @@ def _markdown(run_dir: Path, state_path: Path, series: dict[str, _Series], image
         + ["ladder/t_min", "ladder/t_max", "ladder/zero_std_frac", "ladder/zero_std_target"]
         + ["completions/clipped_ratio", "ladder/distinct_frac", "frac_reward_zero_std", "loss", "kl", "entropy"]
         + ["mean_token_accuracy", "efficiency/skipped_rows_frac", "efficiency/prompt_tokens_saved_frac"]
+        + ["tied_groups/top_frac", "tied_groups/bottom_frac"]
+        + ["dynamic_sampling/rounds", "dynamic_sampling/groups_per_kept", "dynamic_sampling/teaching_frac"]
         + [f"{name}/{key}" for name in _online_rm_names(series) for key in _ONLINE_RM_KEYS]
     )
     steps = max((max(s.steps) for s in series.values()), default=0)
@@ -430,6 +471,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> list[Pat
             ylim=(0.0, 1.02),
         ),
         _plot_online_rm(series, out),
+        _plot_tied_groups(series, out),
+        _plot_dynamic_sampling(series, out),
     ]
     images = [path for path in images if path is not None]
     md_path = out / "report.md"

@@ -15,6 +15,8 @@ Each feature hooks the smallest TRL method and calls `super()`; no TRL method bo
 | share_prompt       | `_get_per_token_logps_and_entropies`,     | each distinct prompt's keys/values computed once          |
 |                    | `_generate_single_turn`                   | (efficiency/shared_prompt.py)                             |
 | skip_zero_advantage| `_compute_loss` + the log-prob forward    | only rows with a non-zero advantage are computed          |
+| dynamic_sampling   | `_generate_and_score_completions`         | calls it again on new prompts; tied groups replaced      |
+|                    | + a callback (the prompt order)           | (sampling/dynamic.py)                                     |
 
 With no new option set, every wrapper falls straight through to TRL.
 """
@@ -56,13 +58,20 @@ from .rewards import (
 )
 from .sampling import (
     LadderController,
+    RefillSampler,
     RowTemperatureLogitsProcessor,
+    check_dynamic_sampling,
     check_exact_temperature_scoring,
     distinct_fraction,
+    fill_batch,
+    gather_batch,
     group_ladder,
+    local_rows,
     reward_by_rung,
     row_temperatures,
     scale_hidden_states,
+    teaching_groups,
+    tie_ends,
     wrapped_generate,
     zero_std_fraction,
 )
@@ -188,6 +197,11 @@ class GRPOExtTrainer(GRPOTrainer):
         if args.temperature_control != "none":
             self.add_callback(LadderController.from_config(args))
         self._check_efficiency_options(args)
+        self._refill_sampler = None  # dynamic_sampling: the order new prompts are drawn in (checkpointed)
+        if args.dynamic_sampling:
+            check_dynamic_sampling(self.train_dataset, self._is_vlm)
+            self._refill_sampler = RefillSampler(len(self.train_dataset), args.seed)
+            self.add_callback(self._refill_sampler)
         for objective in map(inspect.unwrap, self.reward_funcs):  # stateful objectives (OnlineRewardModel)
             if isinstance(objective, TrainerCallback) and objective not in self.callback_handler.callbacks:
                 getattr(objective, "bind_trainer", lambda trainer: None)(self)
@@ -533,6 +547,48 @@ class GRPOExtTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output, rewards_per_func = self._score_round(inputs, first=True)
+        if self._refill_sampler is None or not self.model.training:
+            return output
+        return self._refill_tied_groups(output, rewards_per_func)
+
+    def _refill_tied_groups(self, output, rewards_per_func) -> dict[str, Any]:
+        """dynamic_sampling: groups that do not teach replaced by new prompts' groups (sampling/dynamic.py)."""
+        num_generations, process = self.num_generations, self.accelerator.process_index
+        per_row = (TEMPERATURE_KEY,) if TEMPERATURE_KEY in output else ()
+        pad_token_id = self.processing_class.pad_token_id if hasattr(self.processing_class, "pad_token_id") else None
+        pad_token_id = self._tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+
+        def draw_inputs(groups: int) -> list[dict]:
+            rows = local_rows(
+                self._refill_sampler.draw(groups), num_generations, process, output["advantages"].size(0)
+            )
+            return [self.train_dataset[row] for row in rows]
+
+        output, stats = fill_batch(
+            output,
+            rewards_per_func,
+            functools.partial(self._score_round, first=False),
+            is_teaching=lambda rewards: teaching_groups(rewards, self.reward_weights, num_generations),
+            draw_inputs=draw_inputs,
+            gather=lambda batch: gather_batch(batch, self.accelerator, pad_token_id, per_row),
+            process_index=process,
+            num_generations=num_generations,
+            max_rounds=self.args.dynamic_sampling_max_rounds,
+            pad_token_id=pad_token_id,
+            per_row=per_row,
+        )
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/rounds"].append(stats["rounds"])
+        metrics["dynamic_sampling/groups_generated"].append(stats["groups_generated"])
+        if stats["teaching"]:  # none kept: no ratio (the step's entry leaves it out)
+            metrics["dynamic_sampling/groups_per_kept"].append(stats["groups_generated"] / stats["teaching"])
+        metrics["dynamic_sampling/teaching_frac"].append(stats["teaching"] / stats["groups"])
+        return output
+
+    def _score_round(self, inputs: list[dict[str, Any]], first: bool) -> tuple[dict[str, Any], torch.Tensor]:
+        """TRL's generation and scoring of `inputs`, with the ladder and the estimator; (output, gathered rewards).
+        `first`: the batch TRL's sampler gave (the closed-loop ladder measures that one only)."""
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         self._update_reward_weights()
@@ -553,12 +609,12 @@ class GRPOExtTrainer(GRPOTrainer):
         completion_ids, self._captured_completion_ids = self._captured_completion_ids, None
         if self._advantage_estimator is not None:
             self._replace_advantages(output, rewards_per_func, num_generations)
-        if mode == "train":
+        if mode == "train" and first:
             self._update_ladder_control(rewards_per_func, num_generations)
         self._log_extension_metrics(mode, output, rewards_per_func, completion_ids, num_generations, ladder)
         if temps is not None and self.args.ladder_logprob_temperature == "sampled":
             output[TEMPERATURE_KEY] = temps.to(self.accelerator.device)  # follows the rows through shuffle/split
-        return output
+        return output, rewards_per_func
 
     def _update_ladder_control(self, rewards_per_func, num_generations: int) -> None:
         """Once per generation batch: measure the signal on the gathered (global) rewards, move the ladder, log."""
@@ -595,6 +651,10 @@ class GRPOExtTrainer(GRPOTrainer):
             metrics["advantages/mean"].append(advantages.mean().item())
             metrics["advantages/std"].append(advantages.std().item() if advantages.numel() > 1 else 0.0)
             metrics["advantages/abs_max"].append(advantages.abs().max().item())
+        if self.args.log_tied_groups or self.args.dynamic_sampling:
+            top, bottom = tie_ends(rewards_per_func, self.reward_weights, num_generations)
+            metrics["tied_groups/top_frac"].append(top)
+            metrics["tied_groups/bottom_frac"].append(bottom)
         if self._final_reward_weights is not None:
             for name, weight in zip(self.reward_func_names, self.reward_weights.tolist()):
                 metrics[f"objectives/{name}/weight"].append(weight)

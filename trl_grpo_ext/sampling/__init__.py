@@ -18,16 +18,37 @@ state of row j by T_base / T_j before TRL's fused LM head (`scale_hidden_states`
 See docs/ladder.md.
 
 Modules: `ladder` (the numbers), `processors` (transformers `generate`), `scoring` (log-probs at each row's
-temperature), `metrics` (ladder metrics), `control` (the closed-loop ladder: `temperature_control`).
+temperature), `metrics` (ladder metrics), `control` (the closed-loop ladder: `temperature_control`), `dynamic` (dynamic sampling: tied groups replaced by
+new prompts' groups).
 """
 
 from .control import CONTROL_SIGNALS, LadderController, next_scale, zero_std_fraction
+from .dynamic import (
+    RefillSampler,
+    check_dynamic_sampling,
+    fill_batch,
+    gather_batch,
+    local_rows,
+    teaching_groups,
+    tie_ends,
+    tied_groups,
+    weighted_rewards,
+)
 from .ladder import LADDER_KINDS, SCHEDULES, group_ladder, row_temperatures, scheduled_range, temperature_ladder
 from .metrics import distinct_fraction, reward_by_rung
 from .processors import RowTemperatureLogitsProcessor, wrapped_generate
 from .scoring import check_exact_temperature_scoring, scale_hidden_states
 
 __all__ = [
+    "RefillSampler",
+    "check_dynamic_sampling",
+    "fill_batch",
+    "gather_batch",
+    "local_rows",
+    "teaching_groups",
+    "tie_ends",
+    "tied_groups",
+    "weighted_rewards",
     "wrapped_generate",
     "CONTROL_SIGNALS",
     "LadderController",

@@ -36,7 +36,8 @@ from collections.abc import Sequence
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
-from trl.trainer.utils import nanstd
+
+from .dynamic import tied_groups
 
 CONTROL_SIGNALS = ("none", "zero_std")
 MAX_CONTROL_RATE = 10.0  # the largest gain eta: exp(10 * 1) is already a 22000x step, clipped by any bounds
@@ -72,20 +73,12 @@ def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tens
     >>> zero_std_fraction(rewards, torch.tensor([1.0]), num_generations=2)
     1.0
     """
-    if num_generations < 1 or rewards_per_func.size(0) % num_generations or rewards_per_func.size(0) == 0:
-        raise ValueError(
-            f"`rewards_per_func` must hold whole groups of num_generations={num_generations}, "
-            f"got {rewards_per_func.size(0)} rows."
-        )
+    tied, measured = tied_groups(rewards_per_func, reward_weights, num_generations)
     if num_generations == 1:
         return 1.0
-    rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-    std = nanstd(rewards.view(-1, num_generations), dim=1)
-    std = std[~torch.isnan(std)]  # groups with fewer than two rewards have no std: not measured
-    if std.numel() == 0:
+    if not measured.any():  # groups with fewer than two rewards have no std: not measured
         return math.nan
-    return torch.isclose(std, torch.zeros_like(std)).float().mean().item()
+    return tied[measured].float().mean().item()
 
 
 def next_scale(
