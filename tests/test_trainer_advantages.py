@@ -40,7 +40,7 @@ def test_import_path_estimator(tmp_path):
 
 
 def test_advantage_metrics_logged_with_an_estimator_and_consistent(tmp_path):
-    # "zscore" is TRL's own path and logs TRL's keys only (tests/test_hardening.py); another estimator logs advantages/*.
+    # "zscore" is TRL's own path and logs TRL's keys only (tests/test_trainer_edge_cases.py); another estimator logs advantages/*.
     trainer = build_trainer(tmp_path, max_steps=1, advantage_estimator="rank")
     trainer.train()
     _, _, logged = _last_batch(trainer)

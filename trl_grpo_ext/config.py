@@ -242,7 +242,7 @@ class GRPOExtConfig(GRPOConfig):
     )
     temperature_range: list[float] = field(
         default_factory=lambda: [0.7, 1.0],
-        metadata={"help": "[t_min, t_max] of the temperature ladder (seed 001: 0.7 to 1.0)."},
+        metadata={"help": "[t_min, t_max] of the temperature ladder."},
     )
     group_temperatures: list[float] | None = field(
         default=None,

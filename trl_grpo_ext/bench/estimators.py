@@ -1,7 +1,7 @@
 """Cost of the advantage estimators: the vectorised torch code of `trl_grpo_ext.advantages` against the seeds' naive
 per-group Python loop, on the same rewards.
 
-The naive z-score is seed 001's line, run once per group: `(g - np.mean(g)) / (np.std(g) + 1e-8)`; the vectorised one
+The naive z-score, run once per group: `(g - np.mean(g)) / (np.std(g) + 1e-8)`; the vectorised one
 is timed with the same settings (`std="population", eps=1e-8`), which cost the same as TRL's defaults. The naive rank is
 the definition, a double loop per group: A_i = sum_j sign(r_i - r_j) / (K - 1). The naive loops are timed on the first
 `NAIVE_GROUPS` groups only and scaled linearly to all groups (each group costs the same); the row says so. Both sides

@@ -16,14 +16,14 @@ ARMS: dict[str, dict] = {
     "ladder": {**LADDER},
     "rank": {"advantage_estimator": "rank"},
     "ladder_rank": {**LADDER, "advantage_estimator": "rank"},
-    # The rung-bias correction (issue 15, item 6): ladder + rank with a per-rung baseline.
+    # The rung-bias correction: ladder + rank with a per-rung baseline.
     "ladder_rank_rung": {**LADDER, "advantage_estimator": "rank_rung_centred"},
     # The 0.7-1.0 ladder is also colder on average than T = 1.0; this one has the same spread around T = 1.0, so
     # against `trl` it measures the spread alone, against `ladder` the mean temperature alone.
     "ladder_centred": {"temperature_schedule": "linear", "temperature_range": [0.85, 1.15]},
 }
 
-# The closed-loop ladder (issue 14) joins the grid once GRPOExtConfig has its fields; finished runs are skipped, so
+# The closed-loop ladder joins the grid once GRPOExtConfig has its fields; finished runs are skipped, so
 # adding it later only trains the new arm. Targets are explicit, so a changed default never relabels finished runs:
 # 0.5 is the controller's default, 0.2 its first default (which heated the demo's ladder to its ceiling).
 CLOSED_LOOP = {

@@ -5,7 +5,7 @@ r"""`trl-grpo-ext preference-experiment`: does learning the reward model online 
                                        [--select [SIZE ...]] [--validate TAG] [--grpo-learning-rate LR]
                                        [--rm-learning-rate LR] [--update-steps N] [--report-only]
 
-(also `python -m trl_grpo_ext.experiment.preference ...`; issue #23, item 6.)
+(also `python -m trl_grpo_ext.experiment.preference ...`.)
 
 The demo's digit-reversal task on the tiny kit. The **gold** reward is the exact answer (1 or 0). The **proxy** is a
 Bradley-Terry reward model (`Qwen2ForSequenceClassification`, the policy's size, its backbone initialised from the
@@ -878,7 +878,7 @@ def summarise(
 
 
 def _claims(table: dict) -> list[dict]:
-    """One verdict per claim of issue #23 for each online arm present (test accuracy unless said)."""
+    """One verdict per claim of the experiment for each online arm present (test accuracy unless said)."""
     claims = []
 
     def acc(arm):
@@ -1111,7 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="trl-grpo-ext preference-experiment",
-        description="Over-optimisation of a learnt reward model, frozen vs learnt online (issue #23), on the demo task.",
+        description="Over-optimisation of a learnt reward model, frozen vs learnt online, on the demo task.",
     )
     parser.add_argument(
         "--output-dir", default=None, help=f"default: {DEFAULT_OUTPUT_DIR} ({DEFAULT_OUTPUT_DIR}-quick)"

@@ -19,7 +19,7 @@ Reward conditions (the accuracy is always the clean one: the reply's last number
 closed-loop arm runs only where the reward is pass / fail (clean, hackable).
 
 Runs are ordered most informative first: clean and outliers with `trl`, `rank`, `ladder`, `ladder_rank`, seed by
-seed, then the rest (issue 22); a grid cut short by the end of a session resumes where it stopped.
+seed, then the rest; a grid cut short by the end of a session resumes where it stopped.
 """
 
 from __future__ import annotations

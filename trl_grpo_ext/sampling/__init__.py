@@ -9,7 +9,7 @@ every group the temperature T_i:
     schedule:   [t_min, t_max] moves linearly from `temperature_range` (step 0) to `temperature_range_final`
                 (last step)
 
-Seed 001 samples slot i at 0.7 + 0.3 * i / K, which never reaches 1.0 (K = 8: 0.7 .. 0.9625); ours uses both ends.
+A common form samples slot i at 0.7 + 0.3 * i / K, which never reaches 1.0 (K = 8: 0.7 .. 0.9625); ours uses both ends.
 
 All K rungs are sampled in ONE `generate` call: `RowTemperatureLogitsProcessor` divides row j's logits by its
 temperature, and the generation config keeps `temperature=1.0` so transformers adds no second temperature warper. The

@@ -1,4 +1,4 @@
-"""Issue 13: eight defects found by reading the trainer against TRL 1.16, each pinned by a test.
+"""Eight defects found by reading the trainer against TRL 1.16 (docs/reliability.md, "Hardening"), each pinned by a test.
 
 docs/reliability.md ("Hardening") lists the items with the test that holds each one. Item 3 (group objectives
 checked on the global result, 2 processes) lives in tests/test_distributed.py.
