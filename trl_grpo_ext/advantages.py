@@ -19,6 +19,7 @@ import importlib
 from collections.abc import Callable
 
 import torch
+from trl.trainer.utils import nanstd
 
 AdvantageEstimator = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -83,15 +84,13 @@ def zscore_advantages(
         raise ValueError(f"`eps` must be >= 0, got {eps}.")
     grouped = _grouped(rewards, group_size)
 
-    # Same operations, in the same order, as TRL's `nanstd` and `_generate_and_score_completions`: bitwise equal.
+    # TRL's own `nanstd` and the operations of its `_generate_and_score_completions`: bitwise equal.
     mean = torch.nanmean(grouped, dim=1, keepdim=True)
-    variance = torch.nanmean((grouped - mean) ** 2, dim=1, keepdim=True)
     if std == "sample":
-        count = torch.sum(~torch.isnan(grouped), dim=1, keepdim=True)
-        correction = count / (count - 1)
-        correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
-        variance = variance * correction
-    advantages = (grouped - mean) / (torch.sqrt(variance) + eps)
+        spread = nanstd(grouped, dim=1, keepdim=True)
+    else:
+        spread = torch.sqrt(torch.nanmean((grouped - mean) ** 2, dim=1, keepdim=True))
+    advantages = (grouped - mean) / (spread + eps)
 
     if eps == 0:
         # Without eps a constant group would divide rounding noise by rounding noise; its advantage is 0.
@@ -242,12 +241,21 @@ def group_reward_std_is_zero(rewards: torch.Tensor, group_size: int) -> torch.Te
     grouped = _grouped(rewards, group_size)
     if group_size == 1:
         return torch.ones(grouped.shape[0], dtype=torch.bool, device=grouped.device)
-    mean = torch.nanmean(grouped, dim=1, keepdim=True)
-    variance = torch.nanmean((grouped - mean) ** 2, dim=1, keepdim=True)
-    count = torch.sum(~torch.isnan(grouped), dim=1, keepdim=True)
-    variance = variance * torch.where(count > 1, count / (count - 1), torch.nan)
-    std = torch.sqrt(variance)
+    std = nanstd(grouped, dim=1, keepdim=True)
     return torch.isclose(std, torch.zeros_like(std)).expand_as(grouped).reshape(-1)
+
+
+def weighted_rewards(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor) -> torch.Tensor:
+    r"""r_j = sum_k w_k * rewards_per_func[j, k], NaN skipped; NaN where every objective is NaN (as TRL sums them).
+
+    Example:
+    >>> nan = float("nan")
+    >>> weighted_rewards(torch.tensor([[1.0, 0.0], [nan, 1.0], [nan, nan]]), torch.tensor([0.8, 0.2])).tolist()
+    [0.800000011920929, 0.20000000298023224, nan]
+    """
+    rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    return rewards
 
 
 def estimate_advantages(
@@ -303,9 +311,7 @@ def estimate_advantages(
     unscorable = torch.isnan(rewards_per_func).all(dim=1)
 
     if aggregation == "sum_then_normalize":
-        rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable] = torch.nan
-        advantages = estimator(rewards, group_size)
+        advantages = estimator(weighted_rewards(rewards_per_func, weights), group_size)
     else:
         # One call per reward function (F is small). Each column is passed as a view, not a copy: TRL reduces the
         # strided (G, K, F) layout, and the same layout keeps the float rounding, and so the z-score, equal to TRL's.
@@ -313,19 +319,11 @@ def estimate_advantages(
         per_func = torch.stack(columns, dim=1)
         rewards = (per_func * weights.unsqueeze(0)).nansum(dim=1)
         rewards[unscorable] = torch.nan
-        std = _nanstd_all(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
+        std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros_like(rewards)
         advantages = (rewards - torch.nanmean(rewards)) / (std + 1e-4)
 
     advantages = torch.nan_to_num(advantages, nan=0.0)
     return advantages.masked_fill(unscorable, 0.0)
-
-
-def _nanstd_all(values: torch.Tensor) -> torch.Tensor:
-    """Bessel-corrected std over all non-NaN values (TRL's `nanstd(values)`, NaN when fewer than two)."""
-    mean = torch.nanmean(values)
-    variance = torch.nanmean((values - mean) ** 2)
-    count = torch.sum(~torch.isnan(values))
-    return torch.sqrt(variance * torch.where(count > 1, count / (count - 1), torch.nan))
 
 
 def register_advantage_estimator(name: str, fn: AdvantageEstimator, *, overwrite: bool = False) -> AdvantageEstimator:

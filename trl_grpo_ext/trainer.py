@@ -35,7 +35,7 @@ from transformers import LogitsProcessorList, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import get_callable_name
 
-from .advantages import estimate_advantages, get_advantage_estimator
+from .advantages import estimate_advantages, get_advantage_estimator, weighted_rewards
 from .config import GRPOExtConfig
 from .efficiency import (
     backbone_of,
@@ -666,9 +666,7 @@ class GRPOExtTrainer(GRPOTrainer):
         # mask_truncated_completions zeroes for every truncated completion).
         local = [tuple(ids) for ids in completion_ids]
         metrics["ladder/distinct_frac"].append(distinct_fraction(gather_object(local), num_generations))
-        weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        rewards = weighted_rewards(rewards_per_func, self.reward_weights)
         for rung, reward in enumerate(reward_by_rung(rewards, num_generations).tolist()):
             metrics[f"ladder/reward_rung_{rung}"].append(reward)
 

@@ -32,7 +32,6 @@ from .dynamic import (
     teaching_groups,
     tie_ends,
     tied_groups,
-    weighted_rewards,
 )
 from .ladder import LADDER_KINDS, SCHEDULES, group_ladder, row_temperatures, scheduled_range, temperature_ladder
 from .metrics import distinct_fraction, reward_by_rung
@@ -48,7 +47,6 @@ __all__ = [
     "teaching_groups",
     "tie_ends",
     "tied_groups",
-    "weighted_rewards",
     "wrapped_generate",
     "CONTROL_SIGNALS",
     "LadderController",

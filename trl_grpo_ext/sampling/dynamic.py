@@ -31,6 +31,8 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from trl.trainer.utils import nanstd
 
+from ..advantages import weighted_rewards
+
 # Keys of TRL's `_generate_and_score_completions` output, by how a row of each is padded when rounds are merged.
 LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}  # prompts are left-padded
 RIGHT_PADDED = {
@@ -44,19 +46,6 @@ RIGHT_PADDED = {
 }
 PER_ROW = ("advantages",)  # one value per row; more can be named by the caller (the ladder's row temperatures)
 RECOUNTED = "num_items_in_batch"  # the loss normaliser: recounted over the final batch
-
-
-def weighted_rewards(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor) -> torch.Tensor:
-    r"""r_j = sum_k w_k * rewards_per_func[j, k], NaN skipped; NaN where every objective is NaN (as TRL sums them).
-
-    Example:
-    >>> nan = float("nan")
-    >>> weighted_rewards(torch.tensor([[1.0, 0.0], [nan, 1.0], [nan, nan]]), torch.tensor([0.8, 0.2])).tolist()
-    [0.800000011920929, 0.20000000298023224, nan]
-    """
-    rewards = (rewards_per_func * reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-    return rewards
 
 
 def tied_groups(
