@@ -37,8 +37,13 @@ _DISPATCHED = {
     "bench": "Run the benchmarks (trl_grpo_ext.bench)",
     "experiment": "Run the controlled ablations (trl_grpo_ext.experiment)",
     "preference-experiment": "Run the online reward model over-optimisation experiment (trl_grpo_ext.experiment.preference)",
+    "time-to-accuracy": "Measure held-out accuracy against training time per GRPO arm on the real model "
+    "(trl_grpo_ext.experiment.time_to_accuracy)",
 }
-_DISPATCHED_MODULES = {"preference-experiment": "experiment.preference"}  # subcommands whose module is not their name
+_DISPATCHED_MODULES = {  # subcommands whose module is not their name
+    "preference-experiment": "experiment.preference",
+    "time-to-accuracy": "experiment.time_to_accuracy",
+}
 
 
 @dataclass
