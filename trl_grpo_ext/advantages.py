@@ -15,11 +15,12 @@ Estimators are looked up by name with `get_advantage_estimator` ("zscore", "rank
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 from trl.trainer.utils import nanstd
+
+from .loading import load_callable
 
 AdvantageEstimator = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -376,25 +377,12 @@ def get_advantage_estimator(name: str) -> AdvantageEstimator:
     """
     if isinstance(name, str) and name in _ESTIMATORS:
         return _ESTIMATORS[name]
-    if not isinstance(name, str) or ":" not in name:
+    if not isinstance(name, str) or not (":" in name or "." in name):
         raise ValueError(
             f"`advantage_estimator` must be one of {list_advantage_estimators()} or an import path "
             f"'package.module:function', got {name!r}."
         )
-    module_name, _, attribute = name.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"`advantage_estimator` import path must look like 'package.module:function', got {name!r}.")
-    try:
-        target = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"`advantage_estimator` import path {name!r} cannot be loaded: {err}") from err
-    if not callable(target):
-        raise ValueError(
-            f"`advantage_estimator` import path {name!r} must name a callable, got {type(target).__name__}."
-        )
-    return target
+    return load_callable(name, "advantage_estimator")
 
 
 register_advantage_estimator("zscore", zscore_advantages)

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .data import DATASET_PRESETS, GENERATED_PRESETS, GSM8K_DATASET
+from .loading import load_callable
 
 # Set in the environment of a process we relaunched, so it does not relaunch again.
 _LAUNCHED_ENV = "TRL_GRPO_EXT_LAUNCHED"
@@ -234,13 +235,12 @@ def _trl_reward_funcs(names: list[str] | None) -> list:
                 f"`reward_funcs` entry {name!r} is neither one of {list(registry)} nor a dotted import path "
                 "(e.g. 'my_lib.rewards.custom_reward'); named objectives go in `reward_objectives`."
             )
-        module_path, attr = name.rsplit(".", 1)
-        if os.getcwd() not in sys.path:
+        if os.getcwd() not in sys.path:  # a recipe's own module, next to it
             sys.path.insert(0, os.getcwd())
         try:
-            funcs.append(getattr(importlib.import_module(module_path), attr))
-        except (ImportError, AttributeError) as err:
-            raise _RecipeError(f"`reward_funcs` entry {name!r} cannot be loaded: {err}") from None
+            funcs.append(load_callable(name, "reward_funcs"))
+        except ValueError as err:
+            raise _RecipeError(str(err)) from None
     return funcs
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 
+from ..loading import load_callable
 from .objectives import accuracy, format_objective, length_objective, novelty, readability
 from .online_config import learned_preference
 from .principles import PrinciplesObjective, principles
@@ -68,20 +68,8 @@ def get_objective(name: str) -> Callable:
     """
     if isinstance(name, str) and name in _OBJECTIVES:
         return _OBJECTIVES[name]
-    if isinstance(name, str) and ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ValueError(f"Cannot import module {module_name!r} of the objective {name!r}: {exc}") from exc
-        fn = module
-        for part in attr.split("."):
-            if not part or not hasattr(fn, part):
-                raise ValueError(f"Module {module_name!r} has no attribute {attr!r} (objective {name!r}).")
-            fn = getattr(fn, part)
-        if not callable(fn):
-            raise ValueError(f"The objective {name!r} is not callable, got {type(fn).__name__}.")
-        return fn
+    if isinstance(name, str) and (":" in name or "." in name):
+        return load_callable(name, "reward_objectives")
     raise ValueError(
         f"Unknown objective {name!r}; registered objectives: {list_objectives()}, "
         "or use an import path 'package.module:function'."
