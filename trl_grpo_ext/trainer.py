@@ -24,22 +24,19 @@ With no new option set, every wrapper falls straight through to TRL.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from transformers import LogitsProcessorList, TrainerCallback
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import get_callable_name
 
 from .advantages import estimate_advantages, get_advantage_estimator, weighted_rewards
 from .config import GRPOExtConfig
 from .efficiency import (
-    backbone_of,
-    cache_keyword,
+    check_efficiency_options,
     fill_rows,
     prompt_positions_saved,
     rows_with_signal,
@@ -48,31 +45,25 @@ from .efficiency import (
     skipped_rows_stats,
 )
 from .kit import is_kit_name, resolve_model_path
-from .rewards import (
-    WeightedReward,
-    bind_learned_preference,
-    check_required_columns,
-    global_group_objective,
-    guard_objective,
-    weighted_reward_from_spec,
-)
+from .rewards import check_required_columns
+from .rewards.expansion import build_reward_funcs, expand_aligned, expand_objectives, final_weights
 from .sampling import (
     LadderController,
     RefillSampler,
-    RowTemperatureLogitsProcessor,
     check_dynamic_sampling,
     check_exact_temperature_scoring,
+    check_ladder_generation,
     distinct_fraction,
     fill_batch,
     gather_batch,
     group_ladder,
     local_rows,
     reward_by_rung,
+    row_temperature_generation,
     row_temperatures,
     scale_hidden_states,
     teaching_groups,
     tie_ends,
-    wrapped_generate,
     zero_std_fraction,
 )
 from .sampling.vllm_backend import ladder_vllm_generation
@@ -114,40 +105,19 @@ class GRPOExtTrainer(GRPOTrainer):
         rollout_func=None,
         environment_factory=None,
     ):  # trl.GRPOTrainer's signature, so that every positional call works alike
-        if is_kit_name(model):  # "tiny:small", "smollm2:135m-instruct": the offline kit's local checkpoint
-            model = resolve_model_path(model)
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = GRPOExtConfig(f"{str(name).split('/')[-1]}-GRPO")
-        elif not isinstance(args, GRPOExtConfig):
-            if not isinstance(args, GRPOConfig):
-                raise TypeError(f"`args` must be a GRPOExtConfig or a trl.GRPOConfig, got {type(args).__name__}.")
-            args = GRPOExtConfig.from_trl(args)  # every TRL field kept, extension fields at their defaults
-        if reward_funcs is None and args.reward_objectives:
-            reward_funcs = weighted_reward_from_spec(
-                args.reward_objectives, args.novelty_ngram, principles=args.principles, judge=args.judge
-            )
-        reward_funcs = bind_learned_preference(reward_funcs, args)  # `online_reward_model` builds the objective
-        if args.uses_ladder:
-            generators = {"tools": tools, "rollout_func": rollout_func, "environment_factory": environment_factory}
-            for name, value in generators.items():
-                if value is not None:
-                    raise ValueError(
-                        f"The temperature ladder (temperature_schedule={args.temperature_schedule!r}) runs inside "
-                        f"TRL's single-turn generation; `{name}` calls generation on its own rows and is not "
-                        "supported with it. Use temperature_schedule='constant'."
-                    )
-
-        reward_funcs, weights, names, objectives, counts = self._expand_objectives(reward_funcs, args)
-        if objectives and train_dataset is not None and getattr(train_dataset, "column_names", None) is not None:
-            check_required_columns(objectives, train_dataset.column_names)
-        if counts is not None:
-            reward_processing_classes = _expand_aligned(reward_processing_classes, counts)
+        model, args = _model_and_args(model, args)
+        reward_funcs = build_reward_funcs(reward_funcs, args)
+        check_ladder_generation(args, tools=tools, rollout_func=rollout_func, environment_factory=environment_factory)
+        rewards = expand_objectives(reward_funcs, args, self._group_layout)
+        if rewards.objectives and getattr(train_dataset, "column_names", None) is not None:
+            check_required_columns(rewards.objectives, train_dataset.column_names)
+        if rewards.counts is not None:
+            reward_processing_classes = expand_aligned(reward_processing_classes, rewards.counts)
 
         # TRL reads `reward_weights` once, in __init__; restore the user's value so the config can be reused.
         user_weights = args.reward_weights
-        if objectives:
-            args.reward_weights = weights
+        if rewards.objectives:
+            args.reward_weights = rewards.weights
         # A colocated vLLM engine on a CPU must keep plain linear weights for TRL's weight sync (sampling/vllm_cpu.py).
         colocated = args.use_vllm and args.vllm_mode == "colocate"
         engine_weights = plain_cpu_linear_weights() if colocated else contextlib.nullcontext()
@@ -155,7 +125,7 @@ class GRPOExtTrainer(GRPOTrainer):
             with engine_weights:
                 super().__init__(
                     model=model,
-                    reward_funcs=reward_funcs,
+                    reward_funcs=rewards.funcs,
                     args=args,
                     train_dataset=train_dataset,
                     eval_dataset=eval_dataset,
@@ -171,14 +141,14 @@ class GRPOExtTrainer(GRPOTrainer):
                 )
         finally:
             args.reward_weights = user_weights
-        if objectives:
+        if rewards.objectives:
             # Reward-model objectives are named by their objective, not model id. TRL appends an environment's
             # `get_reward` after the reward functions: it keeps its own name.
-            self.reward_func_names = names + self.reward_func_names[len(names) :]
+            self.reward_func_names = rewards.names + self.reward_func_names[len(rewards.names) :]
 
-        self._objective_names = list(objectives)
+        self._objective_names = list(rewards.objectives)
         self._initial_reward_weights = self.reward_weights.clone()
-        self._final_reward_weights = self._resolve_final_weights(args, self.reward_func_names, self.reward_weights)
+        self._final_reward_weights = final_weights(args, self.reward_func_names, self.reward_weights)
         self._advantage_estimator = (
             None if args.advantage_estimator == "zscore" else get_advantage_estimator(args.advantage_estimator)
         )
@@ -196,7 +166,7 @@ class GRPOExtTrainer(GRPOTrainer):
             self._install_scoring_hooks()
         if args.temperature_control != "none":
             self.add_callback(LadderController.from_config(args))
-        self._check_efficiency_options(args)
+        check_efficiency_options(args, self)
         self._refill_sampler = None  # dynamic_sampling: the order new prompts are drawn in (checkpointed)
         if args.dynamic_sampling:
             check_dynamic_sampling(self.train_dataset, self._is_vlm)
@@ -208,87 +178,10 @@ class GRPOExtTrainer(GRPOTrainer):
                 self.add_callback(objective)
 
     # ------------------------------------------------------------------ objectives
-    def _expand_objectives(self, reward_funcs, args: GRPOExtConfig):
-        """Expand every `WeightedReward` into one TRL reward function per objective, with its weight.
-
-        `args.reward_weights`, when set, is aligned with the caller's list and multiplies a WeightedReward's weights.
-        Returns (funcs, weights, names, objectives-by-name, counts), counts[i] the number of reward functions the
-        caller's function i became; objectives is empty and counts None when there is nothing to expand.
-        """
-        funcs_in = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        if not any(isinstance(f, WeightedReward) for f in funcs_in):
-            for field_name in ("objective_weights", "objective_weights_final"):
-                if getattr(args, field_name):
-                    raise ValueError(
-                        f"`{field_name}` sets weights by objective name, but no WeightedReward or "
-                        "`reward_objectives` defines named objectives; use `reward_weights` for plain reward functions."
-                    )
-            return reward_funcs, None, None, {}, None
-        outer = args.reward_weights or [1.0] * len(funcs_in)
-        if len(outer) != len(funcs_in):
-            raise ValueError(
-                f"`reward_weights` has {len(outer)} entries but {len(funcs_in)} reward functions were given."
-            )
-        funcs, weights, names, objectives, counts = [], [], [], {}, []
-        for func, outer_weight in zip(funcs_in, outer):
-            if isinstance(func, WeightedReward):
-                expanded = list(zip(*func.expand()))
-            else:
-                expanded = [(func, 1.0, _reward_func_name(func))]
-            counts.append(len(expanded))
-            for sub_func, weight, name in expanded:
-                if name in objectives:
-                    raise ValueError(f"Objective name {name!r} appears twice; objective names must be unique.")
-                if callable(sub_func) and isinstance(func, WeightedReward):
-                    if getattr(sub_func, "needs_group", False):
-                        sub_func = global_group_objective(
-                            name,
-                            sub_func,
-                            args.reward_error_policy,
-                            self._group_layout,
-                            novelty_ngram=args.novelty_ngram,
-                        )
-                    else:
-                        sub_func = guard_objective(name, sub_func, args.reward_error_policy)
-                objectives[name] = sub_func
-                funcs.append(sub_func)
-                weights.append(float(outer_weight) * float(weight))
-                names.append(name)
-        for name, weight in (args.objective_weights or {}).items():
-            if name not in objectives:
-                raise ValueError(
-                    f"`objective_weights` names unknown objective {name!r}; valid names: {sorted(objectives)}."
-                )
-            weights[names.index(name)] = weight
-        if all(w == 0 for w in weights):
-            raise ValueError(f"All objective weights are zero ({dict(zip(names, weights))}); set at least one.")
-        return funcs, weights, names, objectives, counts
-
     def _group_layout(self) -> tuple[int, int, int]:
         """(process index, number of processes, group size) for a group objective, at call time."""
         num_generations = self.num_generations if self.model.training else self.num_generations_eval
         return self.accelerator.process_index, self.accelerator.num_processes, num_generations
-
-    @staticmethod
-    def _resolve_final_weights(args: GRPOExtConfig, names, initial: torch.Tensor) -> torch.Tensor | None:
-        """The weight vector at the last step: the initial weights with `objective_weights_final` applied by name."""
-        final = args.objective_weights_final
-        if not final:
-            return None
-        unknown = set(final) - set(names)
-        if unknown:
-            raise ValueError(
-                f"`objective_weights_final` names unknown objectives {sorted(unknown)}; valid names: {names}."
-            )
-        weights = initial.clone()
-        for name, weight in final.items():
-            weights[names.index(name)] = weight
-        if not weights.any():
-            raise ValueError(
-                f"`objective_weights_final` makes all objective weights zero at the last step "
-                f"({dict(zip(names, weights.tolist()))}), so the reward would be constant; keep one non-zero."
-            )
-        return weights
 
     def _schedule_fraction(self) -> float:
         """Fraction of training done, from `state.global_step` (so schedules survive resume)."""
@@ -353,36 +246,10 @@ class GRPOExtTrainer(GRPOTrainer):
             process_index = self.accelerator.process_index
             context = ladder_vllm_generation(self.vllm_generation, self._sampling_ladder, len(temps), process_index)
         else:
-            context = self._row_temperature_generation(temps)
+            model = self.accelerator.unwrap_model(self.model_wrapped)
+            context = row_temperature_generation(self, model, temps.to(self.accelerator.device))
         with context:
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
-
-    @contextlib.contextmanager
-    def _row_temperature_generation(self, temps: torch.Tensor):
-        """Sample row i at temps[i] in the one `generate` call TRL makes.
-
-        The generation config gets temperature 1.0 (so transformers adds no scalar temperature warper) and
-        `generate` gets a RowTemperatureLogitsProcessor, which transformers applies before top-k / top-p / min-p.
-        """
-        model = self.accelerator.unwrap_model(self.model_wrapped)
-        saved_config, saved_kwargs = self.generation_config, self.generation_kwargs
-        self.generation_config = copy.deepcopy(saved_config)
-        self.generation_config.temperature = 1.0
-        self.generation_kwargs = {**saved_kwargs, "temperature": 1.0}
-        processor = RowTemperatureLogitsProcessor(temps.to(self.accelerator.device))
-
-        def wrap(original_generate):
-            def generate(*args, logits_processor=None, **kwargs):
-                processors = LogitsProcessorList([processor, *(logits_processor or [])])
-                return original_generate(*args, logits_processor=processors, **kwargs)
-
-            return generate
-
-        try:
-            with wrapped_generate(model, wrap):
-                yield
-        finally:
-            self.generation_config, self.generation_kwargs = saved_config, saved_kwargs
 
     # ------------------------------------------------------------------ ladder: scoring
     def _install_scoring_hooks(self) -> None:
@@ -505,37 +372,6 @@ class GRPOExtTrainer(GRPOTrainer):
         local = prompt_positions_saved(prompt_ids, prompt_mask).to(self.accelerator.device)
         saved, total = self.accelerator.reduce(local, reduction="sum").tolist()
         self._metrics[mode]["efficiency/prompt_tokens_saved_frac"].append(saved / max(total, 1.0))
-
-    def _check_efficiency_options(self, args: GRPOExtConfig) -> None:
-        """What the config cannot see: the model (multimodal, MoE auxiliary loss, the key/value cache API)."""
-        if not (args.share_prompt or args.skip_zero_advantage):
-            return
-        field_name = "share_prompt" if args.share_prompt else "skip_zero_advantage"
-        if self._is_vlm:
-            raise ValueError(
-                f"`{field_name}=True` serves text-only models; {type(self.model).__name__} takes multimodal inputs, "
-                "whose rows cannot be regrouped. Leave it off for this model."
-            )
-        if self.aux_loss_enabled:
-            raise ValueError(
-                f"`{field_name}=True` cannot be combined with a MoE auxiliary loss (`router_aux_loss_coef` "
-                f"{self.router_aux_loss_coef}): it is computed over every row's tokens, prompt included. Set "
-                "router_aux_loss_coef=0 or leave the option off."
-            )
-        fsdp_plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        if args.share_prompt and self.is_fsdp_enabled and getattr(fsdp_plugin, "fsdp_version", 1) == 1:
-            raise ValueError(
-                "`share_prompt=True` runs each shared prompt through the backbone outside the model's root forward, "
-                "whose parameters FSDP version 1 does not gather there. Use FSDP2 (`fsdp_version: 2`, tested) or DDP, "
-                "or leave share_prompt off."
-            )
-        if args.share_prompt:
-            backbone = backbone_of(self.accelerator.unwrap_model(self.model))
-            if cache_keyword(backbone) is None:
-                raise ValueError(
-                    f"`share_prompt=True` passes the shared prompt as a key/value cache, and "
-                    f"{type(backbone).__name__}.forward takes no `cache` argument. Leave share_prompt off."
-                )
 
     # ------------------------------------------------------------------ rewards and advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -671,24 +507,16 @@ class GRPOExtTrainer(GRPOTrainer):
             metrics[f"ladder/reward_rung_{rung}"].append(reward)
 
 
-def _expand_aligned(reward_processing_classes, counts: list[int]):
-    """Repeat the caller's entry i `counts[i]` times: one reward processing class per expanded reward function."""
-    if reward_processing_classes is None:
-        return None
-    classes = reward_processing_classes if isinstance(reward_processing_classes, list) else [reward_processing_classes]
-    if len(classes) != len(counts):
-        raise ValueError(
-            f"`reward_processing_classes` has {len(classes)} entries but {len(counts)} reward functions were given; "
-            "give one per reward function (a WeightedReward counts as one: its entry serves each of its objectives)."
-        )
-    return [entry for entry, count in zip(classes, counts) for _ in range(count)]
-
-
-def _reward_func_name(func) -> str:
-    """The name TRL gives a reward function: a model's id, a path's last part, or the callable's name."""
-    if isinstance(func, str):
-        return func.rstrip("/").split("/")[-1]
-    config = getattr(func, "config", None)
-    if config is not None:
-        return str(config._name_or_path).rstrip("/").split("/")[-1]
-    return get_callable_name(func)
+def _model_and_args(model, args):
+    """A kit name resolved to its local checkpoint; `args` as a `GRPOExtConfig` (TRL's default name when None; a
+    `trl.GRPOConfig` converted with every TRL field kept and the extension fields at their defaults)."""
+    if is_kit_name(model):  # "tiny:small", "smollm2:135m-instruct": the offline kit's local checkpoint
+        model = resolve_model_path(model)
+    if args is None:
+        name = model if isinstance(model, str) else model.config._name_or_path
+        return model, GRPOExtConfig(f"{str(name).split('/')[-1]}-GRPO")
+    if isinstance(args, GRPOExtConfig):
+        return model, args
+    if not isinstance(args, GRPOConfig):
+        raise TypeError(f"`args` must be a GRPOExtConfig or a trl.GRPOConfig, got {type(args).__name__}.")
+    return model, GRPOExtConfig.from_trl(args)

@@ -1,6 +1,7 @@
 """Same math, less compute: each group's prompt computed once (`share_prompt`), rows with zero advantage skipped
 (`skip_zero_advantage`). Pure functions; the trainer wires them into TRL's log-prob forward and `generate`."""
 
+from .checks import check_efficiency_options
 from .shared_prompt import (
     backbone_of,
     cache_keyword,
@@ -14,6 +15,7 @@ from .zero_advantage import fill_rows, rows_with_signal, skipped_rows_stats
 
 __all__ = [
     "backbone_of",
+    "check_efficiency_options",
     "cache_keyword",
     "fill_rows",
     "prefix_cache",

@@ -33,12 +33,22 @@ from .dynamic import (
     tie_ends,
     tied_groups,
 )
-from .ladder import LADDER_KINDS, SCHEDULES, group_ladder, row_temperatures, scheduled_range, temperature_ladder
+from .ladder import (
+    LADDER_KINDS,
+    SCHEDULES,
+    check_ladder_generation,
+    group_ladder,
+    row_temperatures,
+    scheduled_range,
+    temperature_ladder,
+)
 from .metrics import distinct_fraction, reward_by_rung
-from .processors import RowTemperatureLogitsProcessor, wrapped_generate
+from .processors import RowTemperatureLogitsProcessor, row_temperature_generation, wrapped_generate
 from .scoring import check_exact_temperature_scoring, scale_hidden_states
 
 __all__ = [
+    "check_ladder_generation",
+    "row_temperature_generation",
     "RefillSampler",
     "check_dynamic_sampling",
     "fill_batch",

@@ -188,3 +188,17 @@ def row_temperatures(ladder: Sequence[float], num_rows: int, process_index: int 
         raise ValueError(f"`num_rows` and `process_index` must be >= 0, got {num_rows} and {process_index}.")
     first = process_index * num_rows
     return torch.tensor([ladder[(first + j) % len(ladder)] for j in range(num_rows)], dtype=torch.float32)
+
+
+def check_ladder_generation(args, **generators) -> None:
+    """The ladder samples inside TRL's single-turn generation: refuse a trainer given `tools`, `rollout_func` or
+    `environment_factory` (each calls generation on its own rows) with a ladder on."""
+    if not args.uses_ladder:
+        return
+    for name, value in generators.items():
+        if value is not None:
+            raise ValueError(
+                f"The temperature ladder (temperature_schedule={args.temperature_schedule!r}) runs inside "
+                f"TRL's single-turn generation; `{name}` calls generation on its own rows and is not "
+                "supported with it. Use temperature_schedule='constant'."
+            )

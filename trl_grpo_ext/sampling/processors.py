@@ -3,10 +3,11 @@ r"""Sampling a ladder with transformers `generate`: a logits processor that divi
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
 
 class RowTemperatureLogitsProcessor(LogitsProcessor):
@@ -81,3 +82,31 @@ def wrapped_generate(model: torch.nn.Module, wrap: Callable[[Callable], Callable
             model.generate = instance_generate
         else:
             del model.generate
+
+
+@contextlib.contextmanager
+def row_temperature_generation(owner, model, temperatures: torch.Tensor) -> Iterator[None]:
+    """Sample row i at `temperatures[i]` in the one `generate` call TRL makes.
+
+    `owner` is the trainer, whose `generation_config` and `generation_kwargs` TRL passes to `model.generate`: both get
+    temperature 1.0 for the call (so transformers adds no scalar temperature warper), and `generate` gets a
+    `RowTemperatureLogitsProcessor`, which transformers applies before top-k / top-p / min-p. Both are restored after.
+    """
+    saved_config, saved_kwargs = owner.generation_config, owner.generation_kwargs
+    owner.generation_config = copy.deepcopy(saved_config)
+    owner.generation_config.temperature = 1.0
+    owner.generation_kwargs = {**saved_kwargs, "temperature": 1.0}
+    processor = RowTemperatureLogitsProcessor(temperatures)
+
+    def wrap(original_generate):
+        def generate(*args, logits_processor=None, **kwargs):
+            processors = LogitsProcessorList([processor, *(logits_processor or [])])
+            return original_generate(*args, logits_processor=processors, **kwargs)
+
+        return generate
+
+    try:
+        with wrapped_generate(model, wrap):
+            yield
+    finally:
+        owner.generation_config, owner.generation_kwargs = saved_config, saved_kwargs
