@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import doctest
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -405,3 +406,13 @@ def test_the_report_draws_the_tied_groups_and_dynamic_sampling(tmp_path):
     assert {"tied_groups.png", "dynamic_sampling.png", "report.md"} <= written
     markdown = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "`dynamic_sampling/rounds`" in markdown and "`tied_groups/bottom_frac`" in markdown
+
+
+def test_the_runnable_example_of_the_docs_runs(tmp_path, monkeypatch, capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "dynamic-sampling.md").read_text()
+    example = text.split("A runnable example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/dynamic-sampling.md", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    rounds = eval(printed)  # [(rounds, teaching_frac), ...] per step
+    assert len(rounds) == 3 and all(1 <= r <= 4 and 0 <= t <= 1 for r, t in rounds)
