@@ -528,3 +528,113 @@ def test_principles_and_judge_are_validated_and_normalised(tmp_path):
     ]
     assert config.judge == {"base_url": "http://127.0.0.1:8000/v1", "model": "judge", "timeout": 30}
     assert "principles" in config.to_json_string() and "judge" in config.to_json_string()
+
+
+# ------------------------------------------------------------------------------------------- the blocks of settings
+# `judge` and `online_reward_model` are validated by dataclasses (JudgeConfig, OnlineRewardModelConfig with its
+# LabelerConfig) built in __post_init__; the fields keep plain dicts, so every way TrainingArguments travel works.
+BLOCKS = {
+    "reward_objectives": {"accuracy": 0.4, "principles": 0.3, "learned_preference": 0.3},
+    "principles": ["Is it kind?"],
+    "judge": {"model": "tiny:tiny", "batch_size": 4},
+    "online_reward_model": {
+        "model": "tiny:tiny",
+        "label_budget": 8,
+        "learning_rate": 1,
+        "labeler": {"type": "judge", "principles": ["Is it right?"]},
+    },
+}
+NORMALISED_RM = {
+    "model": "tiny:tiny",
+    "label_budget": 8,
+    "learning_rate": 1.0,
+    "labeler": {"type": "judge", "principles": [{"question": "Is it right?", "weight": 1.0, "name": "is_it_right"}]},
+}
+
+
+def _assert_blocks(args: GRPOExtConfig) -> None:
+    from trl_grpo_ext.rewards import JudgeConfig, OnlineRewardModelConfig
+    from trl_grpo_ext.rewards.judges import LocalJudgeConfig
+    from trl_grpo_ext.rewards.labelers import JudgeLabelerConfig
+
+    assert args.judge == BLOCKS["judge"] and args.online_reward_model == NORMALISED_RM
+    assert isinstance(args.judge_config, LocalJudgeConfig) and args.judge_config.batch_size == 4
+    assert args.judge_config == JudgeConfig.from_dict(BLOCKS["judge"])
+    rm = args.online_reward_model_config
+    assert isinstance(rm, OnlineRewardModelConfig) and isinstance(rm.labeler, JudgeLabelerConfig)
+    assert (rm.label_budget, rm.learning_rate, rm.update_every) == (8, 1.0, 1)
+    assert rm == OnlineRewardModelConfig.from_dict(BLOCKS["online_reward_model"], judge=BLOCKS["judge"])
+    assert rm.to_dict(only=BLOCKS["online_reward_model"]) == NORMALISED_RM
+
+
+def test_blocks_are_validated_into_sub_configs_and_kept_as_plain_dicts(tmp_path):
+    import json
+
+    args = _config(tmp_path, **BLOCKS)
+    _assert_blocks(args)
+    assert args.online_reward_model_config is args.online_reward_model_config  # built once, not per access
+    plain = args.to_dict()
+    assert plain["judge"] == BLOCKS["judge"] and plain["online_reward_model"] == NORMALISED_RM
+    assert "_sub_configs" not in plain and "judge_config" not in plain
+    logged = json.loads(args.to_json_string())  # what the Trainer logs and saves
+    assert logged["online_reward_model"] == NORMALISED_RM and logged["principles"][0]["name"] == "is_it_kind"
+    assert _config(tmp_path).judge_config is None and _config(tmp_path).online_reward_model_config is None
+
+
+def test_blocks_survive_pickle_deepcopy_and_torch_save(tmp_path):
+    import copy
+    import pickle
+
+    import torch
+
+    args = _config(tmp_path, **BLOCKS)
+    state = args.__getstate__()
+    assert "_sub_configs" not in state  # the plain fields travel; the sub-configs are rebuilt from them
+    for other in (pickle.loads(pickle.dumps(args)), copy.deepcopy(args), copy.copy(args)):
+        assert other.to_dict() == args.to_dict()
+        _assert_blocks(other)
+    torch.save(args, tmp_path / "training_args.bin")  # as transformers' Trainer saves them
+    _assert_blocks(torch.load(tmp_path / "training_args.bin", weights_only=False))
+
+
+def test_blocks_from_trl_and_from_a_changed_field(tmp_path):
+    trl_args = GRPOConfig(**tiny_kwargs(tmp_path))
+    args = GRPOExtConfig.from_trl(trl_args, **BLOCKS)
+    _assert_blocks(args)
+    args.judge = {"base_url": "http://127.0.0.1:8000/v1", "model": "judge"}  # changed after construction
+    assert type(args.judge_config).__name__ == "OpenAIJudgeConfig" and args.judge_config.timeout == 60.0
+    args.online_reward_model = None
+    assert args.online_reward_model_config is None
+
+
+def test_blocks_from_trl_parser_yaml_and_command_line(tmp_path):
+    import json
+
+    import yaml
+    from trl import TrlParser
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**tiny_kwargs(tmp_path), **BLOCKS}))
+    (from_yaml,) = TrlParser([GRPOExtConfig]).parse_args_and_config(["--config", str(recipe)])
+    _assert_blocks(from_yaml)
+    argv = [f"--{key}={value}" for key, value in tiny_kwargs(tmp_path).items()]
+    argv += [f"--{key}={json.dumps(value)}" for key, value in BLOCKS.items()]  # dict fields as JSON strings
+    (from_cli,) = TrlParser([GRPOExtConfig]).parse_args_and_config(argv)
+    _assert_blocks(from_cli)
+    assert from_cli.to_dict() == from_yaml.to_dict()
+
+
+def test_the_validation_primitives_examples():
+    import doctest
+    import re
+
+    import trl_grpo_ext.checks
+
+    class Fenced(doctest.DocTestParser):
+        def parse(self, string, name="<string>"):
+            return super().parse(re.sub(r"^[ \t]*```.*$", "", string, flags=re.MULTILINE), name)
+
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder(parser=Fenced()).find(trl_grpo_ext.checks, "trl_grpo_ext.checks"):
+        runner.run(test)
+    assert runner.failures == 0 and runner.summarize(verbose=False).attempted >= 10

@@ -28,6 +28,7 @@ from trl_grpo_ext.rewards import (
 from trl_grpo_ext.rewards import judges as judges_module
 from trl_grpo_ext.rewards import principles as principles_module
 from trl_grpo_ext.rewards.judges import DEFAULT_TEMPLATE, base, local, yes_probability
+from trl_grpo_ext.rewards.judges import config as judge_config_module
 
 
 class _FencedDocTestParser(doctest.DocTestParser):
@@ -35,13 +36,33 @@ class _FencedDocTestParser(doctest.DocTestParser):
         return super().parse(re.sub(r"^[ \t]*```.*$", "", string, flags=re.MULTILINE), name)
 
 
-@pytest.mark.parametrize("module", [base, judges_module, principles_module, local])
+@pytest.mark.parametrize("module", [base, judges_module, judge_config_module, principles_module, local])
 def test_docstring_examples_are_exact(module):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     for test in doctest.DocTestFinder(parser=_FencedDocTestParser()).find(module, module.__name__):
         runner.run(test)
     assert runner.summarize(verbose=False).attempted >= 2
     assert runner.failures == 0
+
+
+def test_the_judges_take_their_defaults_from_the_config_block():
+    # One set of defaults: `LocalJudge(...)`, `OpenAIJudge(...)` and the `judge` block of a config.
+    import inspect
+
+    from trl_grpo_ext.rewards.judges import LocalJudgeConfig, OpenAIJudgeConfig, check_judge_config
+
+    for judge, block in ((LocalJudge, {"model": "m"}), (OpenAIJudge, {"base_url": "http://h/v1", "model": "m"})):
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(judge).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        completed = check_judge_config(block)
+        assert defaults == {k: v for k, v in completed.items() if k in defaults}, judge
+        assert set(completed) - set(defaults) == {"kind", "template", *block}, judge
+    assert inspect.signature(LocalJudge).parameters["batch_size"].default == LocalJudgeConfig.batch_size == 16
+    assert inspect.signature(OpenAIJudge).parameters["max_response_bytes"].default == 16 * 2**20
+    assert OpenAIJudgeConfig.timeout == 60.0
 
 
 # ------------------------------------------------------------------------------------------------ P(yes)

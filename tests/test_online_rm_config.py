@@ -17,8 +17,11 @@ import pytest
 import torch
 import yaml
 
+import trl_grpo_ext.rewards.bradley_terry as bradley_terry_module
+import trl_grpo_ext.rewards.labelers as labelers_module
 import trl_grpo_ext.rewards.online as online_module
 import trl_grpo_ext.rewards.online_config as online_config_module
+import trl_grpo_ext.rewards.online_settings as online_settings_module
 from tests.helpers import build_trainer, digit_reward, last_logged, prompt_dataset
 from trl_grpo_ext import GRPOExtConfig
 from trl_grpo_ext.report import write_report
@@ -56,7 +59,7 @@ def _moved(before: dict[str, torch.Tensor], rm: OnlineRewardModel) -> float:
 
 
 def test_module_examples():
-    for module in (online_module, online_config_module):
+    for module in (online_module, online_config_module, bradley_terry_module, online_settings_module, labelers_module):
         result = doctest.testmod(module, raise_on_error=False)
         assert result.failed == 0 and result.attempted >= 2, module
 

@@ -8,6 +8,7 @@ changed the model or the labeler says so. A SIGKILL inside the reward model's sa
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -367,3 +368,71 @@ def test_a_kill_inside_the_reward_models_save_leaves_a_checkpoint_to_resume_from
     final = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
     assert final["global_step"] == 3
     assert (run / "checkpoint-3" / "online_rm" / "rm" / "state.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------- the settings
+SIGNATURE = {  # OnlineRewardModel's call signature: stable (the settings are written once, in OnlineRewardModelSettings)
+    "model": inspect.Parameter.empty,
+    "tokenizer": None,
+    "labeler": None,
+    "name": "rm",
+    "update_every": 1,
+    "label_budget": None,
+    "pairs_per_update": 8,
+    "selector": "random",
+    "buffer_size": 1024,
+    "replay_pairs": None,
+    "heldout_fraction": 0.2,
+    "heldout_size": 256,
+    "seed_pairs": None,
+    "seed_epochs": 1,
+    "update_steps": 1,
+    "learning_rate": 1e-5,
+    "weight_decay": 0.0,
+    "margin": 0.0,
+    "max_grad_norm": 1.0,
+    "batch_size": 32,
+    "max_length": None,
+    "num_generations": None,
+    "error_policy": None,
+    "seed": 0,
+    "device": None,
+}
+
+
+def test_the_signature_and_the_docstring_are_made_from_the_settings():
+    params = inspect.signature(OnlineRewardModel).parameters
+    assert {name: p.default for name, p in params.items()} == SIGNATURE
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in list(SIGNATURE)[3:])
+    for name in list(SIGNATURE)[3:]:
+        assert f"        {name} (`" in OnlineRewardModel.__doc__, name
+    assert "<settings>" not in OnlineRewardModel.__doc__
+
+
+def test_an_unknown_or_positional_setting_is_a_type_error_before_loading():
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'budget' \(did you mean 'label_budget'\?\)"):
+        OnlineRewardModel("no/such/model", budget=8)
+    with pytest.raises(TypeError):
+        OnlineRewardModel("no/such/model", None, None, "rm")
+
+
+def test_the_settings_a_checkpoint_records_are_unchanged():
+    from trl_grpo_ext.rewards import OnlineRewardModelSettings
+
+    assert OnlineRewardModelSettings.recorded() == (
+        "update_every",
+        "label_budget",
+        "pairs_per_update",
+        "buffer_size",
+        "replay_pairs",
+        "heldout_fraction",
+        "heldout_size",
+        "update_steps",
+        "learning_rate",
+        "weight_decay",
+        "margin",
+        "seed",
+    )
+    rm = OnlineRewardModel("tiny:tiny", labeler=GoldLabeler(accuracy))
+    assert list(rm.settings()) == [*OnlineRewardModelSettings.recorded(), "selector", "model", "labeler"]
+    assert rm.settings()["labeler"] == "GoldLabeler(accuracy)" and rm.settings()["model"] == "tiny:tiny"

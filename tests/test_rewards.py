@@ -238,6 +238,71 @@ def test_weighted_reward_from_spec():
         weighted_reward_from_spec({"bogus": 1.0})
 
 
+def test_objectives_a_config_builds_are_built_by_one_rule():
+    # `principles` and `learned_preference` are ConfiguredObjectives: placeholders that raise until built from config
+    # fields; weighted_reward_from_spec builds those it has the fields of, the trainer the others.
+    from trl_grpo_ext.rewards import ConfiguredObjective, PrinciplesObjective
+
+    placeholders = {name: get_objective(name) for name in ("principles", "learned_preference")}
+    assert all(isinstance(p, ConfiguredObjective) for p in placeholders.values())
+    assert f"{placeholders['principles'].__module__}:{placeholders['principles'].__qualname__}" == (
+        "trl_grpo_ext.rewards.principles:principles"
+    )
+    with pytest.raises(ValueError, match="set `principles` and `judge` in the config"):
+        placeholders["principles"](prompts=["p"], completions=["c"])
+    with pytest.raises(ValueError, match="set `online_reward_model` in the config"):
+        placeholders["learned_preference"](prompts=["p"], completions=["c"])
+    reward = weighted_reward_from_spec(
+        {"accuracy": 0.4, "principles": 0.3, "learned_preference": 0.3},
+        principles=["Is it kind?"],
+        judge={"model": "tiny:tiny"},
+    )
+    assert isinstance(reward.objectives["principles"], PrinciplesObjective)
+    assert reward.objectives["principles"].name == "principles"
+    assert reward.objectives["learned_preference"] is placeholders["learned_preference"]  # built by the trainer
+    with pytest.raises(
+        ValueError, match=r"names 'principles', which needs the `principles` field; got principles=None"
+    ):
+        weighted_reward_from_spec({"principles": 1.0}, judge={"model": "tiny:tiny"})
+
+
+def test_rewards_modules_form_no_circle_and_share_no_private_name():
+    # Every import inside rewards/ (function-level ones included) goes one way, and no module imports another's
+    # underscore name.
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "trl_grpo_ext" / "rewards"
+    modules = {
+        ".".join(p.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in package.rglob("*.py")
+    }
+    graph = {}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = here.split(".")[: len(here.split(".")) - node.level + 1] + ([node.module] if node.module else [])
+            target = ".".join(base)
+            private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+            assert not private, f"{name} imports {private} from {target}"
+            deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in modules}
+        graph[name] = deps - {name}
+    package_name = "rewards"
+
+    def reaches(start, goal, seen):
+        for dep in graph[start]:
+            if dep == goal or (dep not in seen and not seen.add(dep) and reaches(dep, goal, seen)):
+                return True
+        return False
+
+    for name in graph:
+        if name != package_name:  # the package's __init__ re-exports; a module importing it would be the circle
+            assert not reaches(name, name, set()), f"{name} is on an import circle"
+
+
 # ---------------------------------------------------------------------------------------------------- WeightedReward
 def test_weighted_reward_validation():
     objectives = {"a": constant(1.0), "b": constant(0.0)}

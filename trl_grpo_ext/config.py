@@ -15,6 +15,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .checks import Choice, Flag, Integer, Weights, check_not_all_zero, parse_json
 from .sampling.vllm_backend import VLLM_IS_RELIABLE_TEMPERATURE, VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE
 
 TEMPERATURE_SCHEDULES = ("constant", "linear", "geometric")
@@ -35,16 +36,6 @@ SKIP_EXACT_LOSS_TYPES = (
 )  # = sampling.control.CONTROL_SIGNALS, without importing torch here
 
 
-def _parse_json_field(name: str, value: Any) -> Any:
-    """The CLI hands dict/list fields over as JSON strings; YAML and Python hand them over as objects."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"`{name}` must be valid JSON when given as a string, got {value!r} ({err}).") from None
-
-
 def _floats(name: str, values: Any) -> list[float]:
     try:
         return [float(v) for v in values]
@@ -55,7 +46,7 @@ def _floats(name: str, values: Any) -> list[float]:
 def _check_range(name: str, value: Any) -> list[float] | None:
     if value is None:
         return None
-    value = _parse_json_field(name, value)
+    value = parse_json(value, name)
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"`{name}` must be a pair [t_min, t_max], got {value!r}.")
     t_min, t_max = _floats(name, value)
@@ -64,36 +55,6 @@ def _check_range(name: str, value: Any) -> list[float] | None:
     if t_min > t_max:
         raise ValueError(f"`{name}` must satisfy t_min <= t_max, got {value!r}.")
     return [t_min, t_max]
-
-
-def _check_weights(name: str, value: Any, allow_all_zero: bool = False) -> dict[str, float] | None:
-    if value is None:
-        return None
-    value = _parse_json_field(name, value)
-    if not isinstance(value, dict) or not value:
-        raise ValueError(f"`{name}` must be a non-empty mapping objective name -> weight, got {value!r}.")
-    weights = {}
-    for key, weight in value.items():
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise ValueError(f"`{name}[{key!r}]` must be a number, got {weight!r}.") from None
-        if not math.isfinite(weight):
-            raise ValueError(f"`{name}[{key!r}]` must be finite, got {weight}.")
-        weights[str(key)] = weight
-    if not allow_all_zero and all(w == 0 for w in weights.values()):
-        raise ValueError(f"`{name}` must have at least one non-zero weight, got {weights}.")
-    return weights
-
-
-def _check_combined_weights(name: str, combined: dict[str, float]) -> None:
-    """`objective_weights` / `objective_weights_final` override some objectives: only the combined vector must be
-    non-zero (`{"novelty": 0.0}` anneals one objective away)."""
-    if combined and all(w == 0 for w in combined.values()):
-        raise ValueError(
-            f"`{name}` makes all objective weights zero ({combined}), so the reward would be constant; keep at least "
-            "one objective with a non-zero weight."
-        )
 
 
 @dataclass
@@ -449,8 +410,55 @@ class GRPOExtConfig(GRPOConfig):
         config._validate_extension()
         return config
 
+    # ------------------------------------------------------------------ the blocks of settings, validated
+    @property
+    def judge_config(self):
+        """The `judge` block as a validated `JudgeConfig` (a `LocalJudgeConfig` or an `OpenAIJudgeConfig`), or None.
+
+        The field keeps the plain mapping (for `to_dict`, JSON, pickling and the command line); this object is built
+        in `__post_init__`, and again only if the field was changed since.
+        """
+        return self._sub_config("judge")
+
+    @property
+    def online_reward_model_config(self):
+        """The `online_reward_model` block as a validated `OnlineRewardModelConfig` (its `labeler` a
+        `LabelerConfig`), or None; built in `__post_init__` (again only if the field or `judge` changed since)."""
+        return self._sub_config("online_reward_model")
+
+    def _sub_config(self, name: str):
+        cache = self.__dict__.setdefault("_sub_configs", {})
+        key = self._sub_config_key(name)
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, self._build_sub_config(name))
+        return cache[name][1]
+
+    def _sub_config_key(self, name: str) -> str:
+        """What the sub-config `name` is built from, as JSON (a change makes it stale)."""
+        inputs = [getattr(self, name), self.judge if name == "online_reward_model" else None]
+        return json.dumps(inputs, sort_keys=True, default=repr)
+
+    def _build_sub_config(self, name: str):
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if name == "judge":
+            from .rewards.judges import JudgeConfig
+
+            return JudgeConfig.from_dict(parse_json(value, name))
+        from .rewards.online_config import OnlineRewardModelConfig
+
+        return OnlineRewardModelConfig.from_dict(parse_json(value, name), judge=parse_json(self.judge, "judge"))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (`training_args.bin`, deepcopy) as plain fields: the sub-configs are rebuilt from them when read.
+        state = dict(self.__dict__)
+        state.pop("_sub_configs", None)
+        return state
+
     def _validate_extension(self) -> None:
         """The checks of every field GRPOExtConfig adds (TRL's `__post_init__` checks TRL's)."""
+        self._sub_configs: dict[str, Any] = {}  # name -> the block's sub-config, built by its validation below
         self._validate_temperature_control()  # first: it names vLLM's temperature limit before the backend check
         self._validate_ladder()
         self._validate_ladder_interactions()
@@ -460,22 +468,16 @@ class GRPOExtConfig(GRPOConfig):
         self._validate_principles()
         self._validate_efficiency()
         self._validate_dynamic_sampling()
+        self._sub_configs = {name: (self._sub_config_key(name), config) for name, config in self._sub_configs.items()}
 
     # Validation, one method per feature so each error is easy to find.
     def _validate_ladder(self) -> None:
-        if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
-            raise ValueError(
-                f"`temperature_schedule` must be one of {list(TEMPERATURE_SCHEDULES)}, got {self.temperature_schedule!r}."
-            )
-        if self.ladder_logprob_temperature not in LADDER_LOGPROB_TEMPERATURES:
-            raise ValueError(
-                f"`ladder_logprob_temperature` must be one of {list(LADDER_LOGPROB_TEMPERATURES)}, "
-                f"got {self.ladder_logprob_temperature!r}."
-            )
+        Choice(TEMPERATURE_SCHEDULES)(self.temperature_schedule, "temperature_schedule")
+        Choice(LADDER_LOGPROB_TEMPERATURES)(self.ladder_logprob_temperature, "ladder_logprob_temperature")
         self.temperature_range = _check_range("temperature_range", self.temperature_range)
         self.temperature_range_final = _check_range("temperature_range_final", self.temperature_range_final)
         if self.group_temperatures is not None:
-            temps = _parse_json_field("group_temperatures", self.group_temperatures)
+            temps = parse_json(self.group_temperatures, "group_temperatures")
             if not isinstance(temps, (list, tuple)):
                 raise ValueError(f"`group_temperatures` must be a list of temperatures, got {temps!r}.")
             temps = _floats("group_temperatures", temps)
@@ -555,7 +557,7 @@ class GRPOExtConfig(GRPOConfig):
             return
         ladder = f"a temperature ladder (temperature_schedule={self.temperature_schedule!r}"
         ladder += f", group_temperatures={self.group_temperatures})" if self.group_temperatures else ")"
-        generation_kwargs = _parse_json_field("generation_kwargs", self.generation_kwargs) or {}
+        generation_kwargs = parse_json(self.generation_kwargs, "generation_kwargs") or {}
         if isinstance(generation_kwargs, dict) and "temperature" in generation_kwargs:
             raise ValueError(
                 f"`generation_kwargs` sets {{'temperature': {generation_kwargs['temperature']!r}}}, which {ladder} "
@@ -583,10 +585,7 @@ class GRPOExtConfig(GRPOConfig):
                 )
 
     def _validate_temperature_control(self) -> None:
-        if self.temperature_control not in TEMPERATURE_CONTROLS:
-            raise ValueError(
-                f"`temperature_control` must be one of {list(TEMPERATURE_CONTROLS)}, got {self.temperature_control!r}."
-            )
+        Choice(TEMPERATURE_CONTROLS)(self.temperature_control, "temperature_control")
         self.temperature_range = _check_range("temperature_range", self.temperature_range)
         self.temperature_bounds = _check_range("temperature_bounds", self.temperature_bounds)
         if self.temperature_bounds is None:
@@ -657,18 +656,14 @@ class GRPOExtConfig(GRPOConfig):
             )
 
     def _validate_objectives(self) -> None:
-        if self.reward_error_policy not in REWARD_ERROR_POLICIES:
-            raise ValueError(
-                f"`reward_error_policy` must be one of {list(REWARD_ERROR_POLICIES)}, got {self.reward_error_policy!r}."
-            )
-        if isinstance(self.novelty_ngram, bool) or not isinstance(self.novelty_ngram, int) or self.novelty_ngram < 1:
-            raise ValueError(f"`novelty_ngram` must be an integer >= 1, got {self.novelty_ngram!r}.")
-        self.reward_objectives = _check_weights("reward_objectives", self.reward_objectives)
+        Choice(REWARD_ERROR_POLICIES)(self.reward_error_policy, "reward_error_policy")
+        Integer(1)(self.novelty_ngram, "novelty_ngram")
+        self.reward_objectives = Weights()(self.reward_objectives, "reward_objectives")
         # Overrides of some objectives: a single zero is fine; the combined vector is checked where it is known
         # (below with `reward_objectives`, by the trainer for a WeightedReward).
-        self.objective_weights = _check_weights("objective_weights", self.objective_weights, allow_all_zero=True)
-        self.objective_weights_final = _check_weights(
-            "objective_weights_final", self.objective_weights_final, allow_all_zero=True
+        self.objective_weights = Weights(allow_all_zero=True)(self.objective_weights, "objective_weights")
+        self.objective_weights_final = Weights(allow_all_zero=True)(
+            self.objective_weights_final, "objective_weights_final"
         )
         if self.reward_objectives is not None:
             from .rewards import get_objective
@@ -685,21 +680,22 @@ class GRPOExtConfig(GRPOConfig):
                     raise ValueError(
                         f"`{field_name}` names unknown objectives {sorted(unknown)}; valid names: {sorted(known)}."
                     )
+            # `{"novelty": 0.0}` anneals one objective away: only the combined vector must keep a non-zero weight.
             initial = {**self.reward_objectives, **(self.objective_weights or {})}
-            _check_combined_weights("objective_weights", initial)
+            check_not_all_zero(initial, "objective_weights")
             if self.objective_weights_final:
-                _check_combined_weights("objective_weights_final", {**initial, **self.objective_weights_final})
+                check_not_all_zero({**initial, **self.objective_weights_final}, "objective_weights_final")
 
     def _validate_principles(self) -> None:
-        from .rewards.judges import check_judge_config
+        from .rewards.judges import JudgeConfig
         from .rewards.principles import check_principles
 
         if self.principles is not None:
-            principles = _parse_json_field("principles", self.principles)
+            principles = parse_json(self.principles, "principles")
             self.principles = [vars(p).copy() for p in check_principles(principles)]
         if self.judge is not None:
-            judge = _parse_json_field("judge", self.judge)
-            check_judge_config(judge)
+            judge = parse_json(self.judge, "judge")
+            self._sub_configs["judge"] = JudgeConfig.from_dict(judge)
             self.judge = dict(judge)
         named = "principles" in (self.reward_objectives or {})
         if named and (self.principles is None or self.judge is None):
@@ -730,13 +726,14 @@ class GRPOExtConfig(GRPOConfig):
             )
 
     def _validate_online_reward_model(self) -> None:
-        from .rewards.online_config import FIELD, OBJECTIVE_NAME, check_online_reward_model_config
+        from .rewards.online_config import FIELD, OBJECTIVE_NAME, OnlineRewardModelConfig
 
         named = OBJECTIVE_NAME in (self.reward_objectives or {})
         if self.online_reward_model is not None:
-            value = _parse_json_field(FIELD, self.online_reward_model)
-            judge = _parse_json_field("judge", self.judge)
-            self.online_reward_model = check_online_reward_model_config(value, judge)
+            value = parse_json(self.online_reward_model, FIELD)
+            config = OnlineRewardModelConfig.from_dict(value, judge=parse_json(self.judge, "judge"))
+            self.online_reward_model = config.to_dict(only=value)
+            self._sub_configs[FIELD] = config
         if named and self.online_reward_model is None:
             raise ValueError(
                 f"`reward_objectives` names '{OBJECTIVE_NAME}', which needs `{FIELD}`: e.g. online_reward_model: "
@@ -757,8 +754,7 @@ class GRPOExtConfig(GRPOConfig):
 
     def _validate_efficiency(self) -> None:
         for name in ("share_prompt", "skip_zero_advantage"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+            Flag()(getattr(self, name), name)
         if self.share_prompt and self.gradient_checkpointing:  # transformers mirrors `activation_checkpointing` here
             raise ValueError(
                 "`share_prompt=True` cannot be combined with activation checkpointing (`activation_checkpointing` / "
@@ -792,8 +788,7 @@ class GRPOExtConfig(GRPOConfig):
 
     def _validate_dynamic_sampling(self) -> None:
         for name in ("dynamic_sampling", "log_tied_groups"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+            Flag()(getattr(self, name), name)
         rounds = self.dynamic_sampling_max_rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_DYNAMIC_ROUNDS:
             raise ValueError(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from trl.trainer.utils import get_callable_name
 
+from ..checks import check_not_all_zero
+
 # Through the package, which exports every name used here (and never imports this module).
 from . import (
     WeightedReward,
@@ -114,10 +116,9 @@ def expand_objectives(reward_funcs, args, group_layout: Callable[[], tuple[int, 
                 f"`objective_weights` names unknown objective {name!r}; valid names: {sorted(expanded.objectives)}."
             )
         expanded.weights[expanded.names.index(name)] = weight
-    if all(w == 0 for w in expanded.weights):  # the product of the caller's and the objectives' weights
-        raise ValueError(
-            f"All objective weights are zero ({dict(zip(expanded.names, expanded.weights))}); set at least one."
-        )
+    # The product of the caller's (`reward_weights`) and the objectives' weights, after `objective_weights`.
+    field_name = "objective_weights" if args.objective_weights else "reward_weights"
+    check_not_all_zero(dict(zip(expanded.names, expanded.weights)), field_name)
     return expanded
 
 
@@ -135,11 +136,7 @@ def final_weights(args, names: list[str], initial: torch.Tensor) -> torch.Tensor
     weights = initial.clone()
     for name, weight in final.items():
         weights[names.index(name)] = weight
-    if not weights.any():
-        raise ValueError(
-            f"`objective_weights_final` makes all objective weights zero at the last step "
-            f"({dict(zip(names, weights.tolist()))}), so the reward would be constant; keep one non-zero."
-        )
+    check_not_all_zero(dict(zip(names, weights.tolist())), "objective_weights_final", hint=" at the last step")
     return weights
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from accelerate.utils import gather_object
 
-from .guard import _copy_attributes, guard_objective, is_async_callable
+from .guard import copy_attributes, guard_objective, is_async_callable
 
 __all__ = ["global_group_objective"]
 
@@ -85,5 +85,5 @@ def global_group_objective(
             rows, inputs = global_inputs(prompts, completions, kwargs)
             return guarded(**inputs)[rows]
 
-    _copy_attributes(call_on_global_batch, fn, name)
+    copy_attributes(call_on_global_batch, fn, name)
     return call_on_global_batch

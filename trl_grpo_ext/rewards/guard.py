@@ -28,7 +28,10 @@ __all__ = [
     "ObjectiveError",
     "PartialRewardsError",
     "check_required_columns",
+    "copy_attributes",
     "guard_objective",
+    "is_async_callable",
+    "required_columns_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,8 +65,9 @@ class PartialRewardsError(Exception):
         self.failed = list(failed)
 
 
-def _copy_attributes(wrapper: Any, fn: Callable, name: str) -> None:
-    # Keep what the trainer reads (needs_group, required_columns, ...) and what TRL names metrics by (__name__).
+def copy_attributes(wrapper: Any, fn: Callable, name: str) -> None:
+    """Make `wrapper` look like `fn` named `name`: what the trainer reads (`needs_group`, `required_columns`, ...) and
+    what TRL names metrics by (`__name__`)."""
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
@@ -96,7 +100,7 @@ class _GuardedObjective:
         self._fn = fn
         self._policy = policy
         self._warned = False
-        _copy_attributes(self, fn, name)
+        copy_attributes(self, fn, name)
 
     def __call__(self, prompts=None, completions=None, **kwargs) -> list[float | None]:
         kwargs = {"prompts": prompts, "completions": completions, **kwargs}
@@ -266,7 +270,8 @@ def guard_objective(name: str, fn: Callable, policy: str = "raise") -> Callable:
     return cls(name, fn, policy)
 
 
-def _required_columns(fn: Any) -> list[tuple[str, ...]]:
+def required_columns_of(fn: Any) -> list[tuple[str, ...]]:
+    """The dataset columns `fn` declares (`required_columns`), each entry as a tuple of alternative names."""
     while isinstance(fn, functools.partial):
         if hasattr(fn, "required_columns"):
             break
@@ -302,7 +307,7 @@ def check_required_columns(objectives: Mapping[str, Any], column_names: Iterable
     for name, fn in objectives.items():
         if isinstance(fn, str):
             continue
-        for alternatives in _required_columns(fn):
+        for alternatives in required_columns_of(fn):
             if not any(column in columns for column in alternatives):
                 wanted = " or ".join(repr(column) for column in alternatives)
                 problems.append(f"Objective {name!r} needs the dataset column {wanted}")

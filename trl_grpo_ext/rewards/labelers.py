@@ -13,6 +13,9 @@ One protocol, `(prompts, completions_a, completions_b, **columns) -> list[label]
 - `JudgeLabeler(judge)`: the principles judge's P(yes) on both sides (`PrinciplesObjective`); higher wins.
 - `QueueLabeler(path)`: a person. Requests go to a JSONL file; labels are read back by id from another JSONL file
   while training runs; an unanswered pair abstains and stays queued (`collect()` hands over late answers).
+
+The `labeler` block of a config is one of `GoldLabelerConfig`, `JudgeLabelerConfig`, `QueueLabelerConfig`
+(`labeler_config_from_dict` picks it by `type`); each validates itself and `build`s its labeler.
 """
 
 from __future__ import annotations
@@ -23,13 +26,30 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ..checks import FilePath, Integer, Number, SubConfig, optional, setting, unknown_key
+from .configured import ConfiguredObjective
 from .guard import PartialRewardsError
-from .judges import Judge, JudgeError
+from .judges import Judge, JudgeError, check_template
+from .objectives import is_group_objective
+from .principles import PrinciplesObjective, check_principles
+from .registry import get_objective
 
-__all__ = ["GoldLabeler", "JudgeLabeler", "QueueLabeler", "check_queue_settings", "pair_id"]
+__all__ = [
+    "GoldLabeler",
+    "GoldLabelerConfig",
+    "JudgeLabeler",
+    "JudgeLabelerConfig",
+    "LabelerConfig",
+    "QueueLabeler",
+    "QueueLabelerConfig",
+    "check_queue_settings",
+    "labeler_config_from_dict",
+    "pair_id",
+]
 
 
 def _check_lengths(name: str, completions_a: Sequence, completions_b: Sequence) -> int:
@@ -113,8 +133,6 @@ class JudgeLabeler:
         principles: Sequence[Any] = ("Is the response a correct answer to the request?",),
         template: str | None = None,
     ):
-        from .principles import PrinciplesObjective
-
         self.objective = PrinciplesObjective(list(principles), judge, template=template, name="judge_labeler")
 
     def __repr__(self) -> str:
@@ -150,47 +168,185 @@ def pair_id(prompt: Any, completion_a: Any, completion_b: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(kw_only=True)
+class LabelerConfig(SubConfig):
+    """The `labeler` block of `online_reward_model`; `type` picks the subclass (`labeler_config_from_dict`)."""
+
+    type: ClassVar[str] = ""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return ("type", *super().keys())
+
+    def to_dict(self, only: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {"type": self.type, **super().to_dict(only)}
+
+    def build(self, judge: Judge | Mapping[str, Any] | None = None):
+        """The labeler; `judge` is the config's `judge` block (for a judge labeler)."""
+        raise NotImplementedError
+
+
+def check_gold_objective(name: Any, field: str = "objective") -> str:
+    """The name of a plain, per-completion reward function (registered or `"package.module:function"`)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`{field}` must name a registered objective or 'package.module:function', got {name!r}.")
+    try:
+        fn = get_objective(name)
+    except ValueError as err:
+        raise ValueError(f"`{field}` names {name!r}: {err}") from None
+    if isinstance(fn, ConfiguredObjective):
+        raise ValueError(
+            f"`{field}` must be a plain reward function, got {name!r}"
+            + (" (for the principles judge use the labeler {'type': 'judge'})" if name == "principles" else "")
+            + "."
+        )
+    if is_group_objective(fn):
+        raise ValueError(
+            f"`{field}` names the group objective {name!r}, whose reward depends on the other completions of the "
+            "batch; a gold labeler scores the two sides of a pair on their own. Use a per-completion objective such "
+            "as 'accuracy'."
+        )
+    return name
+
+
+@dataclass(kw_only=True)
+class GoldLabelerConfig(LabelerConfig):
+    """`{type: gold, objective: accuracy}`: `GoldLabeler` of a registered objective or an import path."""
+
+    type: ClassVar[str] = "gold"
+    described_as: ClassVar[str] = "a gold labeler"
+
+    objective: str = setting(check=check_gold_objective)
+
+    @classmethod
+    def from_dict(cls, value: Any, prefix: str = "") -> GoldLabelerConfig:
+        if "objective" not in cls.check_keys(value, prefix):
+            raise ValueError(
+                f"`{prefix}objective` is required for a gold labeler (e.g. 'accuracy'), got {dict(value)!r}."
+            )
+        return cls(**{k: v for k, v in value.items() if k != "type"}, prefix=prefix)
+
+    def build(self, judge=None) -> GoldLabeler:
+        return GoldLabeler(get_objective(self.objective))
+
+
+@dataclass(kw_only=True)
+class JudgeLabelerConfig(LabelerConfig):
+    """`{type: judge[, principles, template]}`: `JudgeLabeler` of the config's `judge` block."""
+
+    type: ClassVar[str] = "judge"
+    described_as: ClassVar[str] = "a judge labeler"
+
+    principles: list | None = setting(
+        None, optional(lambda value, field: [vars(p).copy() for p in check_principles(value, field)])
+    )
+    template: str | None = setting(None, optional(check_template))
+
+    def build(self, judge=None) -> JudgeLabeler:
+        given = {k: v for k, v in self.to_dict().items() if k != "type" and v is not None}
+        return JudgeLabeler(judge, **given)
+
+
 MAX_QUEUE_TIMEOUT = 86400.0  # a day
 MAX_POLL_INTERVAL = 3600.0  # an hour
 DEFAULT_MAX_OUTSTANDING = 256
-_QUOTED_LINES, _QUOTED_CHARS = 3, 100
 
 
-def _seconds(field: str, value: Any, high: float, zero: bool) -> float:
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not (number and (0 <= value if zero else 0 < value) and value <= high):
+@dataclass(kw_only=True)
+class QueueLabelerConfig(LabelerConfig):
+    """`{type: queue, path[, requests_path, timeout, poll_interval, max_outstanding]}`: `QueueLabeler`, a person.
+
+    `path` and `requests_path` must be two different files (compared resolved), neither a directory nor another
+    non-regular file where it exists; they are kept as given (`labels_file` and `requests_file` are the paths).
+    """
+
+    type: ClassVar[str] = "queue"
+    described_as: ClassVar[str] = "a queue labeler"
+
+    path: str | os.PathLike = setting(None, FilePath("the labels file (JSONL)"))
+    requests_path: str | os.PathLike | None = setting(None, FilePath("the requests file (JSONL)", optional=True))
+    timeout: float = setting(0.0, Number(0, maximum=MAX_QUEUE_TIMEOUT, unit="a number of seconds", show_maximum=True))
+    poll_interval: float = setting(
+        0.2, Number(0, strict=True, maximum=MAX_POLL_INTERVAL, unit="a number of seconds", show_maximum=True)
+    )
+    max_outstanding: int = setting(DEFAULT_MAX_OUTSTANDING, Integer(1))
+
+    def validate(self, prefix: str) -> None:
+        if self.requests_file.resolve() == self.labels_file.resolve():
+            raise ValueError(
+                f"`{prefix}requests_path` must differ from `{prefix}path` (the run appends its requests to one file, "
+                f"the person their labels to the other), got {str(self.requests_file)!r} for both."
+            )
+
+    @property
+    def labels_file(self) -> Path:
+        return Path(self.path)
+
+    @property
+    def requests_file(self) -> Path:
+        """`requests_path`, defaulted to `path` with the suffix `.requests.jsonl`."""
+        if self.requests_path is None:
+            return self.labels_file.with_suffix(".requests.jsonl")
+        return Path(self.requests_path)
+
+    def build(self, judge=None) -> QueueLabeler:
+        return QueueLabeler(**{k: v for k, v in self.to_dict().items() if k != "type"})
+
+
+LABELER_CONFIGS: dict[str, type[LabelerConfig]] = {
+    "gold": GoldLabelerConfig,
+    "judge": JudgeLabelerConfig,
+    "queue": QueueLabelerConfig,
+}
+
+
+def labeler_config_from_dict(value: Any, prefix: str = "online_reward_model.labeler.") -> LabelerConfig | None:
+    """The labeler config of a `labeler` block (None for None), by its `type`.
+
+    Example:
+    ```python
+    >>> labeler_config_from_dict({"type": "gold", "objective": "accuracy"})
+    GoldLabelerConfig(objective='accuracy')
+    >>> labeler_config_from_dict({"type": "queue", "path": "labels.jsonl", "timout": 5})
+    Traceback (most recent call last):
+    ...
+    ValueError: `online_reward_model.labeler` has unknown key 'timout' (did you mean 'timeout'?); a queue labeler takes ['max_outstanding', 'path', 'poll_interval', 'requests_path', 'timeout', 'type'].
+
+    ```
+    """
+    if value is None:
+        return None
+    block = prefix.rstrip(".")
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if not isinstance(kind, str) or kind not in LABELER_CONFIGS:
         raise ValueError(
-            f"`{field}` must be a number of seconds {'>=' if zero else '>'} 0 and <= {high:g}, got {value!r}."
+            f"`{block}` must be a mapping whose `type` is one of {list(LABELER_CONFIGS)} (e.g. {{'type': 'gold', "
+            f"'objective': 'accuracy'}}), got {kind if isinstance(value, Mapping) else value!r}."
         )
-    return float(value)
-
-
-def _file_path(field: str, value: Any, what: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ValueError(f"`{field}` must be {what} (a file path), got {value!r}.")
-    path = Path(value)
-    if path.is_dir():
-        raise ValueError(f"`{field}` must be {what}, got {str(path)!r}, which is a directory.")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"`{field}` must be {what}, got {str(path)!r}, which is not a regular file.")
-    return path
+    cls = LABELER_CONFIGS[kind]
+    for key in value:
+        if key not in cls.keys():
+            raise unknown_key(block, key, cls.keys(), cls.described_as)
+    if cls is GoldLabelerConfig:
+        return cls.from_dict(value, prefix)
+    return cls(**{k: v for k, v in value.items() if k != "type"}, prefix=prefix)
 
 
 def check_queue_settings(
     path: Any,
-    requests_path: Any = None,
-    timeout: Any = 0.0,
-    poll_interval: Any = 0.2,
-    max_outstanding: Any = DEFAULT_MAX_OUTSTANDING,
+    requests_path: Any = QueueLabelerConfig.requests_path,
+    timeout: Any = QueueLabelerConfig.timeout,
+    poll_interval: Any = QueueLabelerConfig.poll_interval,
+    max_outstanding: Any = QueueLabelerConfig.max_outstanding,
     *,
     prefix: str = "",
 ) -> dict[str, Any]:
-    """The settings of a `QueueLabeler`, validated: the one rule of `QueueLabeler(...)` and of a config's
-    `{type: queue}` labeler block (`prefix` names the block in the error, e.g. `"online_reward_model.labeler."`).
+    """The settings of a `QueueLabeler`, validated (`QueueLabelerConfig`, `prefix` names the block in the error, e.g.
+    `"online_reward_model.labeler."`) and normalised: paths, seconds as floats, `requests_path` defaulted.
 
     `path` and `requests_path` must be two different files (compared resolved), neither a directory nor another
     non-regular file where it exists; `timeout` in [0, 86400] seconds (a day), `poll_interval` in (0, 3600] (an hour),
-    `max_outstanding` an integer >= 1. Returns them normalised: paths, seconds as floats, `requests_path` defaulted.
+    `max_outstanding` an integer >= 1.
 
     Example:
     ```python
@@ -203,26 +359,24 @@ def check_queue_settings(
 
     ```
     """
-    labels = _file_path(f"{prefix}path", path, "the labels file (JSONL)")
-    requests = (
-        labels.with_suffix(".requests.jsonl")
-        if requests_path is None
-        else _file_path(f"{prefix}requests_path", requests_path, "the requests file (JSONL)")
+    config = QueueLabelerConfig(
+        path=path,
+        requests_path=requests_path,
+        timeout=timeout,
+        poll_interval=poll_interval,
+        max_outstanding=max_outstanding,
+        prefix=prefix,
     )
-    if requests.resolve() == labels.resolve():
-        raise ValueError(
-            f"`{prefix}requests_path` must differ from `{prefix}path` (the run appends its requests to one file, the "
-            f"person their labels to the other), got {str(requests)!r} for both."
-        )
-    if isinstance(max_outstanding, bool) or not isinstance(max_outstanding, int) or max_outstanding < 1:
-        raise ValueError(f"`{prefix}max_outstanding` must be an integer >= 1, got {max_outstanding!r}.")
     return {
-        "path": labels,
-        "requests_path": requests,
-        "timeout": _seconds(f"{prefix}timeout", timeout, MAX_QUEUE_TIMEOUT, zero=True),
-        "poll_interval": _seconds(f"{prefix}poll_interval", poll_interval, MAX_POLL_INTERVAL, zero=False),
-        "max_outstanding": max_outstanding,
+        "path": config.labels_file,
+        "requests_path": config.requests_file,
+        "timeout": config.timeout,
+        "poll_interval": config.poll_interval,
+        "max_outstanding": config.max_outstanding,
     }
+
+
+_QUOTED_LINES, _QUOTED_CHARS = 3, 100
 
 
 class QueueLabeler:
@@ -263,10 +417,10 @@ class QueueLabeler:
     def __init__(
         self,
         path: str | Path,
-        requests_path: str | Path | None = None,
-        timeout: float = 0.0,
-        poll_interval: float = 0.2,
-        max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
+        requests_path: str | Path | None = QueueLabelerConfig.requests_path,
+        timeout: float = QueueLabelerConfig.timeout,
+        poll_interval: float = QueueLabelerConfig.poll_interval,
+        max_outstanding: int = QueueLabelerConfig.max_outstanding,
     ):
         settings = check_queue_settings(path, requests_path, timeout, poll_interval, max_outstanding)
         self.path, self.requests_path = settings["path"], settings["requests_path"]

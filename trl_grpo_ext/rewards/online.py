@@ -1,10 +1,11 @@
 r"""An online reward model: a sequence-classification reward model that keeps learning from pairwise labels.
 
 The objective scores each completion with a reward model $r_\phi(x, y)$ (TRL's convention: one label, the logit of
-the last non-padding token of prompt + completion). Every `update_every` calls (generation batches) it picks pairs
-$(y_a, y_b)$ *within groups* (two completions of the same prompt: the K = `num_generations` contiguous rows TRL
-lays out per prompt), asks a labeler which is better ($y \in \{1, 0.5, 0\}$: a, tie, b), and takes a few AdamW steps
-on TRL RewardTrainer's Bradley-Terry loss, with a soft label for ties and an optional margin $m$:
+the last non-padding token of prompt + completion; `reward_model.py` loads it). Every `update_every` calls
+(generation batches) it picks pairs $(y_a, y_b)$ *within groups* (two completions of the same prompt: the
+K = `num_generations` contiguous rows TRL lays out per prompt), asks a labeler which is better
+($y \in \{1, 0.5, 0\}$: a, tie, b), and takes a few AdamW steps on TRL RewardTrainer's Bradley-Terry loss, with a
+soft label for ties and an optional margin $m$:
 
 $$\mathcal{L} = -\big[\, y \log \sigma(r_a - r_b - m) + (1 - y) \log \sigma(r_b - r_a - m) \,\big]$$
 
@@ -17,9 +18,10 @@ of the loop); the update builds fresh tensors under `torch.inference_mode(False)
 reward model's own optimizer. The group size comes from GRPOExtTrainer, which calls group objectives
 (`needs_group = True`) on the whole global batch with `num_generations`; every process therefore makes the same
 update and the copies stay equal. The labeler is asked on process 0 only and its labels are broadcast
-(`_on_main_process`), so a judge endpoint is called once, a label queue has one writer, and a labeler that would
-answer twice differently cannot split the copies; the `rm/*` metrics are then the same global value on every
-process. With plain `trl.GRPOTrainer`, pass `num_generations` to the constructor (and train on one process).
+(accelerate's `broadcast_object_list`), so a judge endpoint is called once, a label queue has one writer, and a
+labeler that would answer twice differently cannot split the copies; the `rm/*` metrics are then the same global
+value on every process. With plain `trl.GRPOTrainer`, pass `num_generations` to the constructor (and train on one
+process).
 
 State: the objective is also a `TrainerCallback` and `ExportableState` (GRPOExtTrainer adds it as a callback).
 `trainer_state.json` carries its counters (JSON only), and the tensors cannot go there, so the reward model's
@@ -27,45 +29,65 @@ weights and the optimizer's state (safetensors) and the buffers and RNG (JSON) g
 written when transformers is about to save checkpoint-N (`on_step_end` / `on_epoch_end` with `should_save`), before
 it writes `trainer_state.json`, which names the reward model, and before it deletes older checkpoints
 (`save_total_limit`); into a temporary folder renamed into place, so the folder is whole or absent. A kill inside
-that write leaves the previous checkpoint as it was. `on_train_begin` of a resumed run reads them back.
+that write leaves the previous checkpoint as it was (`online_checkpoint.py`). `on_train_begin` of a resumed run reads
+them back.
+
+The pieces live by job: the Bradley-Terry loss, the pairs, the selectors and the labels in `bradley_terry.py`, the
+settings (default, check, documentation of each) in `online_settings.py`, the state files in `online_checkpoint.py`,
+the network in `reward_model.py`, the config block and the `learned_preference` objective in `online_config.py`.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import math
 import os
 import random
-import re
-import shutil
 import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import SaveStrategy
 
-from .guard import REWARD_ERROR_POLICIES, ObjectiveError
+from ..checks import describe_settings
+from .bradley_terry import (
+    SELECTORS,
+    bradley_terry_loss,
+    check_label,
+    group_pairs,
+    select_random,
+    select_uncertain,
+)
+from .guard import ObjectiveError
 from .labelers import GoldLabeler, JudgeLabeler, QueueLabeler
 from .objectives import completion_text
+from .online_checkpoint import STATE_DIR, read_state, save_atomically, write_state
+from .online_settings import (
+    MAX_SIZE,
+    OnlineRewardModelSettings,
+    check_device,
+    check_name,
+    seed_pairs_as_labelled,
+)
+from .principles import prompt_text
+from .reward_model import load_reward_model
 
 __all__ = [
     "MAX_SIZE",
     "SELECTORS",
-    "SETTINGS",
     "OnlineRewardModel",
     "bradley_terry_loss",
     "check_device",
     "check_label",
     "check_name",
-    "check_settings",
     "group_pairs",
     "select_random",
     "select_uncertain",
@@ -73,265 +95,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = "online_rm"
-_LABELS = (0.0, 0.5, 1.0)
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-# The cap of the buffer and held-out capacities and of `max_length`: far above any label budget or context, and below
-# what a deque's `maxlen` or a tokenizer's length holds (larger values overflow when the model is built or called).
-MAX_SIZE = 10**7
-
-
-# ---------------------------------------------------------------------------------------------------------- the math
-def bradley_terry_loss(
-    scores_a: torch.Tensor, scores_b: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor | float = 0.0
-) -> torch.Tensor:
-    r"""Mean Bradley-Terry loss $-[y \log\sigma(r_a - r_b - m) + (1-y) \log\sigma(r_b - r_a - m)]$ over pairs.
-
-    With `labels` all 1 this is TRL RewardTrainer's `-logsigmoid(chosen - rejected - margin).mean()`.
-
-    Example:
-    ```python
-    >>> round(bradley_terry_loss(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([1.0])).item(), 6)
-    0.313262
-    >>> round(bradley_terry_loss(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.5])).item(), 6)
-    0.813262
-
-    ```
-    """
-    diff = scores_a - scores_b
-    return -(labels * F.logsigmoid(diff - margins) + (1 - labels) * F.logsigmoid(-diff - margins)).mean()
-
-
-def group_pairs(num_completions: int, num_generations: int, texts: Sequence[str] | None = None) -> list[tuple]:
-    """All pairs `(i, j)`, i < j, of completions of the same group (blocks of `num_generations` contiguous rows).
-
-    With `texts`, pairs of identical texts are left out (their label is a foregone tie).
-
-    Example:
-    ```python
-    >>> group_pairs(4, 2)
-    [(0, 1), (2, 3)]
-    >>> group_pairs(6, 3, texts=["a", "a", "b", "c", "d", "e"])
-    [(0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
-
-    ```
-    """
-    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 1:
-        raise ValueError(f"`num_generations` must be an integer >= 1, got {num_generations!r}.")
-    if num_completions % num_generations:
-        raise ValueError(
-            f"{num_completions} completions are not a whole number of groups of num_generations={num_generations}."
-        )
-    pairs = []
-    for start in range(0, num_completions, num_generations):
-        for i in range(start, start + num_generations):
-            for j in range(i + 1, start + num_generations):
-                if texts is None or texts[i] != texts[j]:
-                    pairs.append((i, j))
-    return pairs
-
-
-def select_random(pairs: Sequence[tuple], k: int, scores: Sequence[float], rng: random.Random) -> list[tuple]:
-    """`k` pairs drawn uniformly without replacement (all of them when there are fewer), in their original order.
-
-    Example:
-    ```python
-    >>> select_random([(0, 1), (0, 2), (1, 2)], 2, [0.0, 0.0, 0.0], random.Random(0))
-    [(0, 2), (1, 2)]
-
-    ```
-    """
-    if k >= len(pairs):
-        return list(pairs)
-    chosen = sorted(rng.sample(range(len(pairs)), k))
-    return [pairs[i] for i in chosen]
-
-
-def select_uncertain(pairs: Sequence[tuple], k: int, scores: Sequence[float], rng: random.Random) -> list[tuple]:
-    r"""The `k` pairs whose Bradley-Terry probability $\sigma(r_i - r_j)$ is closest to 0.5 (smallest $|r_i - r_j|$).
-
-    Ties keep the pairs' order; `rng` is unused (the choice is deterministic).
-
-    Example:
-    ```python
-    >>> select_uncertain([(0, 1), (0, 2), (1, 2)], 1, [0.0, 2.0, 0.1], random.Random(0))
-    [(0, 2)]
-
-    ```
-    """
-    ranked = sorted(range(len(pairs)), key=lambda n: abs(scores[pairs[n][0]] - scores[pairs[n][1]]))
-    return [pairs[n] for n in sorted(ranked[:k])]
-
-
-SELECTORS: dict[str, Callable] = {"random": select_random, "uncertain": select_uncertain}
-
-
-def check_label(label: Any) -> float | None:
-    """A label as a float in {0, 0.5, 1}, or `None` (abstain); a `ValueError` for anything else (an exception too).
-
-    Example:
-    ```python
-    >>> check_label(1), check_label(0.5), check_label(None)
-    (1.0, 0.5, None)
-    >>> check_label(2)
-    Traceback (most recent call last):
-    ...
-    ValueError: invalid label 2: a label must be 1 (a wins), 0 (b wins), 0.5 (tie) or None (abstain)
-
-    ```
-    """
-    if label is None:
-        return None
-    if isinstance(label, BaseException):
-        raise ValueError(f"the labeler failed on this pair: {type(label).__name__}: {label}")
-    if not isinstance(label, bool) and isinstance(label, (int, float)) and float(label) in _LABELS:
-        return float(label)
-    raise ValueError(f"invalid label {label!r}: a label must be 1 (a wins), 0 (b wins), 0.5 (tie) or None (abstain)")
-
-
-# ----------------------------------------------------------------------------------------------------- validation
-def _check_int(
-    field: str, value: Any, minimum: int, allow_none: bool = False, maximum: int | None = None
-) -> int | None:
-    if value is None and allow_none:
-        return None
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if too_big else "")
-        raise ValueError(f"`{field}` must be {allowed}{' or None' if allow_none else ''}, got {value!r}.")
-    return value
-
-
-def _check_float(
-    field: str, value: Any, minimum: float, strict: bool, allow_none: bool = False, maximum: float | None = None
-) -> float | None:
-    if value is None and allow_none:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    too_big = ok and maximum is not None and value > maximum
-    if not ok or (value <= minimum if strict else value < minimum) or too_big:
-        allowed = f"a finite number {'>' if strict else '>='} {minimum:g}" + (
-            f" and <= {maximum:g}" if too_big else ""
-        )
-        raise ValueError(f"`{field}` must be {allowed}{' or None' if allow_none else ''}, got {value!r}.")
-    return float(value)
-
-
-def check_name(name: Any, field: str = "name") -> str:
-    """The objective's name: its metrics' prefix and its checkpoint folder `online_rm/{name}`, so a plain folder name.
-
-    Example:
-    ```python
-    >>> check_name("prefs-2")
-    'prefs-2'
-    >>> check_name("..")
-    Traceback (most recent call last):
-    ...
-    ValueError: `name` must be 1 or more ASCII letters, digits, '_' or '-' (it names the metrics and the checkpoint folder online_rm/<name>), got '..'.
-
-    ```
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"`{field}` must be 1 or more ASCII letters, digits, '_' or '-' (it names the metrics and the checkpoint "
-            f"folder {STATE_DIR}/<name>), got {name!r}."
-        )
-    return name
-
-
-def check_device(device: Any, field: str = "device") -> torch.device | None:
-    """A torch device (or None), parsed, not looked up: `"cuda:1"` passes on a machine without it.
-
-    Example:
-    ```python
-    >>> check_device("cpu")
-    device(type='cpu')
-    >>> check_device("gpu-please")
-    Traceback (most recent call last):
-    ...
-    ValueError: `device` must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got 'gpu-please'.
-
-    ```
-    """
-    if device is None or isinstance(device, torch.device):
-        return device
-    if isinstance(device, str):
-        try:
-            return torch.device(device)
-        except (RuntimeError, ValueError):
-            pass
-    raise ValueError(f"`{field}` must be a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}.")
-
-
-# The numeric settings of OnlineRewardModel: name -> (kind, minimum, strictly greater, None allowed, maximum).
-SETTINGS: dict[str, tuple[str, float, bool, bool, float | None]] = {
-    "update_every": ("int", 0, False, False, None),
-    "label_budget": ("int", 0, False, True, None),
-    "pairs_per_update": ("int", 1, False, False, None),
-    "buffer_size": ("int", 1, False, False, MAX_SIZE),
-    "replay_pairs": ("int", 0, False, True, None),
-    "heldout_size": ("int", 1, False, False, MAX_SIZE),
-    "seed_epochs": ("int", 0, False, False, None),
-    "update_steps": ("int", 1, False, False, None),
-    "batch_size": ("int", 1, False, False, None),
-    "max_length": ("int", 1, False, True, MAX_SIZE),
-    "num_generations": ("int", 1, False, True, None),
-    "seed": ("int", 0, False, False, None),
-    # AdamW moves every weight by up to about `learning_rate` a step: above 1 one update can wreck the model.
-    "learning_rate": ("float", 0.0, True, False, 1.0),
-    "weight_decay": ("float", 0.0, False, False, None),
-    "margin": ("float", 0.0, False, False, None),
-    "max_grad_norm": ("float", 0.0, True, True, None),
-    "heldout_fraction": ("float", 0.0, False, False, None),
-}
-
-
-def check_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The numeric settings among `settings` (keys of `SETTINGS`), checked; the error names `prefix + key`.
-
-    Example:
-    ```python
-    >>> check_settings({"update_every": 2, "learning_rate": 1})
-    {'update_every': 2, 'learning_rate': 1.0}
-    >>> check_settings({"heldout_fraction": 1.5}, prefix="online_reward_model.")
-    Traceback (most recent call last):
-    ...
-    ValueError: `online_reward_model.heldout_fraction` must be in [0, 1), got 1.5.
-
-    ```
-    """
-    out = {}
-    for key, value in settings.items():
-        if key not in SETTINGS:
-            continue
-        kind, minimum, strict, allow_none, maximum = SETTINGS[key]
-        field = prefix + key
-        if kind == "int":
-            out[key] = _check_int(field, value, int(minimum), allow_none=allow_none, maximum=maximum)
-        else:
-            out[key] = _check_float(field, value, minimum, strict=strict, allow_none=allow_none, maximum=maximum)
-    if out.get("heldout_fraction") is not None and out["heldout_fraction"] >= 1:
-        raise ValueError(f"`{prefix}heldout_fraction` must be in [0, 1), got {settings['heldout_fraction']!r}.")
-    return out
-
-
-def _check_seed_pairs(seed_pairs: Any, field: str = "seed_pairs") -> list[dict[str, Any]]:
-    if seed_pairs is None:
-        return []
-    if isinstance(seed_pairs, (str, Mapping)) or not isinstance(seed_pairs, Sequence):
-        raise ValueError(f"`{field}` must be a list of {{prompt, chosen, rejected}} dicts, got {seed_pairs!r}.")
-    out = []
-    for index, pair in enumerate(seed_pairs):
-        if not isinstance(pair, Mapping) or not {"prompt", "chosen", "rejected"} <= set(pair):
-            raise ValueError(
-                f"`{field}[{index}]` must be a dict with the keys 'prompt', 'chosen', 'rejected' (and optionally "
-                f"'margin'), got {pair!r}."
-            )
-        margin = _check_float(f"{field}[{index}].margin", pair.get("margin", 0.0), 0.0, strict=False)
-        out.append(
-            {"prompt": pair["prompt"], "a": pair["chosen"], "b": pair["rejected"], "label": 1.0, "margin": margin}
-        )
-    return out
+# Settings kept on the objective as attributes of the same name (`rm.label_budget`, ...); the others are converted.
+_NOT_ATTRIBUTES = ("seed_pairs", "device")
 
 
 # ----------------------------------------------------------------------------------------------------- the objective
@@ -347,133 +112,34 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         labeler (`Callable`, *optional*):
             `GoldLabeler`, `JudgeLabeler`, `QueueLabeler` or any callable of the labeler protocol
             (`trl_grpo_ext.rewards.labelers`). Without one (or with `update_every=0`) the model is frozen.
-        name (`str`, *optional*, defaults to `"rm"`):
-            The objective's name (`__name__`), its metrics' prefix (`rm/loss`, ...) and its checkpoint directory
-            (`online_rm/rm`): ASCII letters, digits, `_` and `-`. A resumed run must keep it.
-        update_every (`int`, *optional*, defaults to `1`):
-            Learn every this many reward calls (generation batches); 0 never.
-        label_budget (`int`, *optional*):
-            Total labels (answered pairs, ties included) the run may spend; then the model freezes. None: no limit.
-        pairs_per_update (`int`, *optional*, defaults to `8`):
-            Pairs sent to the labeler per update.
-        selector (`str` or `Callable`, *optional*, defaults to `"random"`):
-            `"random"` (seeded, within groups), `"uncertain"` (BT probability closest to 0.5), or a callable
-            `(pairs, k, scores, rng) -> pairs`.
-        buffer_size (`int`, *optional*, defaults to `1024`):
-            Capacity of the FIFO replay buffer of labelled training pairs (at most `MAX_SIZE`, 10**7).
-        replay_pairs (`int`, *optional*):
-            Buffer pairs trained on with each update's new pairs; defaults to `pairs_per_update`.
-        heldout_fraction (`float`, *optional*, defaults to `0.2`):
-            Fraction of each round's labels kept out of training for `rm/pair_accuracy`, in [0, 1).
-        heldout_size (`int`, *optional*, defaults to `256`):
-            Capacity of the FIFO held-out set (at most 10**7).
-        seed_pairs (`list[dict]`, *optional*):
-            Labelled pairs `{prompt, chosen, rejected[, margin]}` trained on before the first step (free of budget).
-        seed_epochs (`int`, *optional*, defaults to `1`):
-            Passes over `seed_pairs`, in minibatches of `pairs_per_update`.
-        update_steps (`int`, *optional*, defaults to `1`):
-            Optimizer steps per update, each on all of the update's pairs.
-        learning_rate (`float`, *optional*, defaults to `1e-5`):
-            AdamW learning rate, in (0, 1]. A step whose loss or gradients are not finite is not applied (the
-            error policy: `raise` stops, `skip` warns once and logs `{name}/skipped_steps` at such an update).
-        weight_decay (`float`, *optional*, defaults to `0.0`):
-            AdamW weight decay (>= 0).
-        margin (`float`, *optional*, defaults to `0.0`):
-            Margin m of the loss for the labelled pairs (>= 0).
-        max_grad_norm (`float`, *optional*, defaults to `1.0`):
-            Gradient clipping norm (> 0), or None.
-        batch_size (`int`, *optional*, defaults to `32`):
-            Texts per scoring forward.
-        max_length (`int`, *optional*):
-            Keep at most this many tokens of a text (truncated on the right), at most 10**7.
-        num_generations (`int`, *optional*):
-            The group size, for plain `trl.GRPOTrainer`; GRPOExtTrainer passes it on every call.
-        error_policy (`str`, *optional*):
-            `"raise"` or `"skip"` for labeler faults; defaults to the trainer's `reward_error_policy` (else raise).
-        seed (`int`, *optional*, defaults to `0`):
-            Seed of the pair selection and the held-out split.
-        device (`str`, *optional*):
-            Where the reward model runs (a torch device name, checked when constructed); defaults to the trainer's
-            device (else the model's).
+        **settings:
+            The settings below, as keyword arguments: `OnlineRewardModelSettings` (`online_settings.py`) holds the
+            default, the check and the documentation of each, and this list is made from it.
+        <settings>
     """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        labeler: Callable | None = None,
-        *,
-        name: str = "rm",
-        update_every: int = 1,
-        label_budget: int | None = None,
-        pairs_per_update: int = 8,
-        selector: str | Callable = "random",
-        buffer_size: int = 1024,
-        replay_pairs: int | None = None,
-        heldout_fraction: float = 0.2,
-        heldout_size: int = 256,
-        seed_pairs: Sequence[Mapping[str, Any]] | None = None,
-        seed_epochs: int = 1,
-        update_steps: int = 1,
-        learning_rate: float = 1e-5,
-        weight_decay: float = 0.0,
-        margin: float = 0.0,
-        max_grad_norm: float | None = 1.0,
-        batch_size: int = 32,
-        max_length: int | None = None,
-        num_generations: int | None = None,
-        error_policy: str | None = None,
-        seed: int = 0,
-        device: str | None = None,
-    ):
-        check_name(name)
-        device = check_device(device)
+    def __init__(self, model: Any, tokenizer: Any = None, labeler: Callable | None = None, **settings: Any):
+        for key in settings:
+            if key not in _SETTING_NAMES:
+                import difflib
+
+                close = difflib.get_close_matches(key, _SETTING_NAMES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"OnlineRewardModel() got an unexpected keyword argument {key!r}{hint}.")
+        config = OnlineRewardModelSettings(**settings)
         if labeler is not None and not callable(labeler):
             raise TypeError(f"`labeler` must be a callable of the labeler protocol, got {type(labeler).__name__}.")
-        if isinstance(selector, str) and selector not in SELECTORS:
-            raise ValueError(f"`selector` must be one of {sorted(SELECTORS)} or a callable, got {selector!r}.")
-        if not isinstance(selector, str) and not callable(selector):
-            raise ValueError(f"`selector` must be one of {sorted(SELECTORS)} or a callable, got {selector!r}.")
-        if error_policy is not None and error_policy not in REWARD_ERROR_POLICIES:
-            raise ValueError(
-                f"`error_policy` must be one of {list(REWARD_ERROR_POLICIES)} or None, got {error_policy!r}."
-            )
-        settings = {
-            "update_every": update_every,
-            "label_budget": label_budget,
-            "pairs_per_update": pairs_per_update,
-            "buffer_size": buffer_size,
-            "replay_pairs": replay_pairs,
-            "heldout_size": heldout_size,
-            "seed_epochs": seed_epochs,
-            "update_steps": update_steps,
-            "batch_size": batch_size,
-            "max_length": max_length,
-            "num_generations": num_generations,
-            "seed": seed,
-            "learning_rate": learning_rate,
-            "weight_decay": weight_decay,
-            "margin": margin,
-            "max_grad_norm": max_grad_norm,
-            "heldout_fraction": heldout_fraction,
-        }
-        for key, value in check_settings(settings).items():
-            setattr(self, key, value)
-        self.name = self.__name__ = name
+        for key in _SETTING_NAMES:
+            if key not in _NOT_ATTRIBUTES:
+                setattr(self, key, getattr(config, key))
+        self.__name__ = self.name
         self.labeler = labeler
-        self.selector = selector
-        self.error_policy = error_policy
         self.required_columns: list = []
         self.needs_group = True  # GRPOExtTrainer calls it on the global batch with `num_generations`
-        self._seed_pairs = _check_seed_pairs(seed_pairs)
+        self._seed_pairs = seed_pairs_as_labelled(config.seed_pairs)
 
-        self._model, self._tokenizer = _load_reward_model(model, tokenizer)
-        self._model_name = (
-            str(model)
-            if isinstance(model, (str, os.PathLike))
-            else getattr(self._model.config, "_name_or_path", "") or type(self._model).__name__
-        )
-        self._device = device if device is not None else next(self._model.parameters()).device
+        self._model, self._tokenizer, self._model_name = load_reward_model(model, tokenizer)
+        self._device = config.device if config.device is not None else next(self._model.parameters()).device
         self._model.to(self._device).eval()  # eval throughout: no dropout, so no draw from the policy's RNG
         self._optimizer = torch.optim.AdamW(
             self._model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
@@ -533,8 +199,6 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
     def _text(self, prompt: Any, completion: Any) -> str:
         """TRL's reward-model text: chat template of prompt + completion when conversational, else concatenation."""
         if isinstance(prompt, list):
-            from .principles import prompt_text
-
             messages = [*prompt, {"role": "assistant", "content": completion_text(completion)}]
             if getattr(self._tokenizer, "chat_template", None):
                 return self._tokenizer.apply_chat_template(messages, tokenize=False)
@@ -832,23 +496,7 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
     def settings(self) -> dict[str, Any]:
         """The settings a checkpoint records (a resumed run with other settings warns): the numbers, the selector, the
         `model` it was built from and the labeler (`_labeler_spec`)."""
-        return {
-            key: getattr(self, key)
-            for key in (
-                "update_every",
-                "label_budget",
-                "pairs_per_update",
-                "buffer_size",
-                "replay_pairs",
-                "heldout_fraction",
-                "heldout_size",
-                "update_steps",
-                "learning_rate",
-                "weight_decay",
-                "margin",
-                "seed",
-            )
-        } | {
+        return {key: getattr(self, key) for key in OnlineRewardModelSettings.recorded()} | {
             "selector": self.selector if isinstance(self.selector, str) else repr(self.selector),
             "model": self._model_name,
             "labeler": _labeler_spec(self.labeler),
@@ -979,36 +627,9 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         The files are written into a temporary sibling folder, renamed to `directory` once complete: `directory`
         holds a whole state or none (a previous one is replaced). Leftovers of an interrupted write are removed.
         """
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{directory.name}.tmp-"
-        for leftover in directory.parent.iterdir():
-            if leftover.name.startswith(prefix):
-                shutil.rmtree(leftover, ignore_errors=True)
-        partial = directory.parent / f"{prefix}{os.getpid()}"
-        partial.mkdir()
-        try:
-            self._write_state(partial)
-            if directory.exists():
-                shutil.rmtree(directory)
-            partial.rename(directory)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        save_atomically(directory, self._write_state)
 
     def _write_state(self, directory: Path) -> None:
-        from safetensors.torch import save_file, save_model
-
-        save_model(self._model, str(directory / "model.safetensors"))
-        optimizer = self._optimizer.state_dict()
-        tensors, scalars = {}, {}
-        for index, entry in optimizer["state"].items():
-            for key, value in entry.items():
-                if torch.is_tensor(value):
-                    tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-                else:
-                    scalars[f"{index}.{key}"] = value
-        save_file(tensors, str(directory / "optimizer.safetensors"))
         version, internal, gauss = self._rng.getstate()
         labeler_state = getattr(self.labeler, "state_dict", None)
         payload = {
@@ -1018,32 +639,15 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             "rng": [version, list(internal), gauss],
             "buffer": list(self._buffer),
             "heldout": list(self._heldout),
-            "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
+            "optimizer": None,  # the optimizer's state, filled in by `write_state`
             "labeler": labeler_state() if callable(labeler_state) else None,
             "settings": self.settings(),
         }
-        (directory / "state.json").write_text(json.dumps(payload, default=list))
+        write_state(directory, self._model, self._optimizer, payload)
 
     def load_state(self, directory: str | os.PathLike) -> None:
         """Read what `save_state` wrote."""
-        from safetensors.torch import load_file, load_model
-
-        directory = Path(directory)
-        payload = json.loads((directory / "state.json").read_text())
-        load_model(self._model, str(directory / "model.safetensors"), device=str(self._device))
-        tensors = load_file(str(directory / "optimizer.safetensors"), device=str(self._device))
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in [*tensors.items(), *payload["optimizer"]["scalars"].items()]:
-            index, _, name = key.partition(".")
-            state.setdefault(int(index), {})[name] = value
-        for entry in state.values():
-            if "step" in entry and torch.is_tensor(entry["step"]):
-                entry["step"] = entry["step"].cpu()  # AdamW keeps `step` on the CPU unless capturable/fused
-        groups = payload["optimizer"]["param_groups"]
-        for group in groups:
-            if isinstance(group.get("betas"), list):
-                group["betas"] = tuple(group["betas"])
-        self._optimizer.load_state_dict({"state": state, "param_groups": groups})
+        payload = read_state(directory, self._model, self._optimizer, self._device)
         self._counters = dict(payload["counters"])
         self._global_step = payload["step"]
         self._frozen_logged = payload["frozen_logged"]
@@ -1056,6 +660,33 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
             load_labeler(payload["labeler"])
 
 
+_SETTING_NAMES = tuple(f.name for f in fields(OnlineRewardModelSettings))
+
+
+def _signature() -> inspect.Signature:
+    """`OnlineRewardModel.__init__`'s signature: model, tokenizer, labeler, then every setting as a keyword argument
+    with its default (as `help()` and IDEs show it)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [
+        inspect.Parameter("self", kind),
+        inspect.Parameter("model", kind, annotation="Any"),
+        inspect.Parameter("tokenizer", kind, default=None, annotation="Any"),
+        inspect.Parameter("labeler", kind, default=None, annotation="Callable | None"),
+    ]
+    for spec in fields(OnlineRewardModelSettings):
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        params.append(
+            inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=spec.type)
+        )
+    return inspect.Signature(params)
+
+
+OnlineRewardModel.__init__.__signature__ = _signature()
+OnlineRewardModel.__doc__ = OnlineRewardModel.__doc__.replace(
+    "        <settings>\n", describe_settings(OnlineRewardModelSettings) + "\n"
+)
+
+
 def _labeler_spec(labeler: Any) -> str | None:
     """The labeler as a checkpoint records it: the repr of the package's labelers (a judge labeler with its questions),
     else the callable's qualified name; never an object's address, so an unchanged labeler compares equal.
@@ -1064,7 +695,7 @@ def _labeler_spec(labeler: Any) -> str | None:
     ```python
     >>> from trl_grpo_ext.rewards import accuracy
     >>> _labeler_spec(GoldLabeler(accuracy)), _labeler_spec(check_label)
-    ('GoldLabeler(accuracy)', 'trl_grpo_ext.rewards.online.check_label')
+    ('GoldLabeler(accuracy)', 'trl_grpo_ext.rewards.bradley_terry.check_label')
 
     ```
     """
@@ -1079,26 +710,30 @@ def _labeler_spec(labeler: Any) -> str | None:
 
 
 def _on_main_process(fn: Callable[[], Any], rng: random.Random) -> Any:
-    """`fn()` on process 0 only, its result (and `rng`'s state after it) handed to every process.
+    """`fn()` on process 0 only, its result (and `rng`'s state after it) handed to every process by accelerate's
+    `broadcast_object_list`.
 
-    Every process holds a copy of the reward model and makes the same update on the global batch; the labeler is asked
-    once, on process 0: a judge endpoint is called once per pair, a queue file has one writer, and a labeler that
+    Every process holds a copy of the reward model and makes the same update on the global batch; the labeler is
+    asked once, on process 0: a judge endpoint is called once per pair, a queue file has one writer, and a labeler that
     answers differently on two calls (a timeout, a person) cannot make the copies diverge. An error on process 0 is
     raised on every process (an `ObjectiveError` as one, with its message), so none waits on a collective.
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return fn()
+        return fn()  # one process: no accelerate state needed (the objective also runs outside a trainer)
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
     payload: list[Any] = [None]
     error: BaseException | None = None
-    if dist.get_rank() == 0:
+    if PartialState().is_main_process:
         try:
             payload = [("ok", fn(), rng.getstate())]
         except Exception as exc:
             error = exc
             payload = [("error", isinstance(exc, ObjectiveError), f"{type(exc).__name__} on process 0: {exc}")]
-    dist.broadcast_object_list(payload, src=0)
+    broadcast_object_list(payload, from_process=0)
     status, *rest = payload[0]
     if error is not None:
         raise error
@@ -1108,31 +743,3 @@ def _on_main_process(fn: Callable[[], Any], rng: random.Random) -> Any:
     result, state = rest
     rng.setstate(state)
     return result
-
-
-def _load_reward_model(model: Any, tokenizer: Any):
-    """(model, tokenizer) from a loaded model, a path / Hub id, or a kit name (its `reward/` directory)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ..kit import is_kit_name, resolve_model_path
-
-    if isinstance(model, (str, os.PathLike)):
-        path = str(model)
-        if is_kit_name(path):
-            path = str(Path(resolve_model_path(path)) / "reward")
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-    elif not isinstance(model, torch.nn.Module):
-        raise TypeError(f"`model` must be a path, a Hub id, a kit name or a loaded model, got {type(model).__name__}.")
-    if tokenizer is None:
-        raise ValueError("`tokenizer` is required with a loaded `model` (the reward model's own tokenizer).")
-    if getattr(model.config, "num_labels", None) != 1:
-        raise ValueError(
-            f"`model` must be a sequence classifier with one label (a scalar reward), got num_labels="
-            f"{getattr(model.config, 'num_labels', None)!r}."
-        )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.float(), tokenizer

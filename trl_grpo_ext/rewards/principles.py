@@ -17,13 +17,14 @@ Every call logs, through TRL's `log_metric`: `rewards/{name}/{principle}/mean` (
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..checks import Number, check_not_all_zero
+from .configured import ConfiguredObjective
 from .guard import PartialRewardsError
 from .judges import DEFAULT_TEMPLATE, Judge, build_judge, check_template
 from .objectives import completion_text
@@ -79,21 +80,18 @@ def check_principles(value: Any, field: str = "principles") -> list[Principle]:
         question = entry.get("question")
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"{where}.question must be a non-empty string, got {question!r}.")
-        weight = entry.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"{where}.weight must be a finite number >= 0, got {weight!r}.")
+        weight = Number(0)(entry.get("weight", 1.0), f"{field}[{index}].weight")
         name = entry.get("name") or _slug(question)
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 f"{where}.name must be letters, digits, '_', '.' or '-' (it names metrics), got {name!r}."
             )
-        out.append(Principle(question.strip(), float(weight), name))
+        out.append(Principle(question.strip(), weight, name))
     names = [p.name for p in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"`{field}` names must be unique, got {duplicates} more than once; set `name` explicitly.")
-    if all(p.weight == 0 for p in out):
-        raise ValueError(f"`{field}` weights are all zero: {[p.weight for p in out]}; at least one must be > 0.")
+    check_not_all_zero([p.weight for p in out], field, what="principle weights")
     return out
 
 
@@ -221,16 +219,13 @@ class PrinciplesObjective:
         return rewards
 
 
-def principles(prompts=None, completions=None, **kwargs):
-    """The registered `principles` objective before it is configured: set `principles` and `judge` in the config.
-
-    `weighted_reward_from_spec` (and so `reward_objectives`) replaces it by a `PrinciplesObjective` built from the
-    `principles` and `judge` fields; in Python, build a `PrinciplesObjective` yourself.
-    """
-    raise ValueError(
-        "The `principles` objective needs principles and a judge: set `principles` and `judge` in the config (see "
-        "docs/objectives.md), or use PrinciplesObjective(principles, judge) in Python."
-    )
-
-
-principles.required_columns = []
+principles = ConfiguredObjective(
+    "principles",
+    fields=("principles", "judge"),
+    build=lambda name, principles, judge: PrinciplesObjective(principles, judge, name=name),
+    message="The `principles` objective needs principles and a judge: set `principles` and `judge` in the config (see "
+    "docs/objectives.md), or use PrinciplesObjective(principles, judge) in Python.",
+    module=__name__,
+)
+"""The registered `principles` objective: `weighted_reward_from_spec` (and so `reward_objectives`) builds a
+`PrinciplesObjective` of the `principles` and `judge` fields in its place; called unbuilt it raises."""

@@ -1,29 +1,29 @@
-"""Objectives by name: the built-ins, the ones users register, and `"package.module:function"` import paths."""
+"""Objectives by name: the built-ins, the ones users register, and `"package.module:function"` import paths.
+
+The online reward model registers its `learned_preference` objective itself (`online_config.py`), as a plugin would:
+it depends on this registry (its gold labeler names an objective), so this module cannot import it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
 from ..loading import load_callable
+from .configured import ConfiguredObjective
 from .objectives import accuracy, format_objective, length_objective, novelty, readability
-from .online_config import learned_preference
-from .principles import PrinciplesObjective, principles
-from .weighted import WeightedReward, _named
+from .principles import principles
+from .weighted import WeightedReward, named_objective
 
 __all__ = ["get_objective", "list_objectives", "register_objective", "weighted_reward_from_spec"]
 
 _OBJECTIVES: dict[str, Callable] = {
     "accuracy": accuracy,
     "format": format_objective(),
-    "learned_preference": learned_preference,
     "length": length_objective(),
     "novelty": novelty,
     "principles": principles,
     "readability": readability,
 }
-
-
-_OBJECTIVES_BUILTIN_PRINCIPLES = principles
 
 
 def register_objective(name: str, fn: Callable, overwrite: bool = False) -> Callable:
@@ -84,8 +84,10 @@ def weighted_reward_from_spec(
 ) -> WeightedReward:
     """The `WeightedReward` of a recipe's `reward_objectives`: objective names (or import paths) -> weights.
 
-    The objective registered as `"novelty"` gets `novelty_ngram` bound as a keyword argument; `"principles"` becomes
-    a `PrinciplesObjective` of `principles` and the `judge` block (the judge is built, not loaded).
+    The objective registered as `"novelty"` gets `novelty_ngram` bound as a keyword argument; an objective the config
+    builds from `principles` and `judge` (`"principles"`, a `ConfiguredObjective`) is built here, a
+    `PrinciplesObjective` (the judge is built, not loaded). `"learned_preference"` stays a placeholder: it is built from
+    `online_reward_model` by the trainer (`bind_learned_preference`), which loads its reward model.
 
     Example:
     ```python
@@ -97,17 +99,13 @@ def weighted_reward_from_spec(
     """
     if not isinstance(spec, Mapping) or not spec:
         raise ValueError(f"`reward_objectives` must be a non-empty mapping of objective name -> weight, got {spec!r}.")
+    fields = {"principles": principles, "judge": judge}
     objectives = {}
     for name in spec:
         fn = get_objective(name)
         if name == "novelty":
-            fn = _named(name, fn, novelty_ngram=novelty_ngram)
-        elif name == "principles" and fn is _OBJECTIVES_BUILTIN_PRINCIPLES:
-            if principles is None or judge is None:
-                raise ValueError(
-                    "`reward_objectives` names 'principles', which needs the `principles` (questions) and `judge` "
-                    f"fields; got principles={principles!r}, judge={judge!r}."
-                )
-            fn = PrinciplesObjective(principles, judge, name=name)
+            fn = named_objective(name, fn, novelty_ngram=novelty_ngram)
+        elif isinstance(fn, ConfiguredObjective) and fn.builds_from(fields):
+            fn = fn.build_from(name, fields)
         objectives[name] = fn
     return WeightedReward(objectives, weights=dict(spec))

@@ -15,10 +15,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .guard import _copy_attributes, _required_columns, guard_objective, is_async_callable
+from ..checks import check_not_all_zero
+from .guard import copy_attributes, guard_objective, is_async_callable, required_columns_of
 from .objectives import is_group_objective
 
-__all__ = ["WeightedReward"]
+__all__ = ["WeightedReward", "named_objective"]
 
 
 def _is_reward_model(objective: Any) -> bool:
@@ -35,7 +36,7 @@ class _NamedObjective:
         self._name = name
         self._fn = fn
         self._bound_kwargs = bound_kwargs
-        _copy_attributes(self, fn, name)
+        copy_attributes(self, fn, name)
 
     def __call__(self, prompts=None, completions=None, **kwargs):
         return self._fn(prompts=prompts, completions=completions, **{**self._bound_kwargs, **kwargs})
@@ -52,7 +53,9 @@ class _AsyncNamedObjective(_NamedObjective):
         return await self._fn(prompts=prompts, completions=completions, **{**self._bound_kwargs, **kwargs})
 
 
-def _named(name: str, fn: Callable, **bound_kwargs: Any) -> Callable:
+def named_objective(name: str, fn: Callable, **bound_kwargs: Any) -> Callable:
+    """`fn` as the objective `name` (its `__name__`, its attributes kept), with `bound_kwargs` passed on every call; a
+    picklable object (TRL's async rollout worker pickles reward functions), async when `fn` is."""
     cls = _AsyncNamedObjective if is_async_callable(fn) else _NamedObjective
     return cls(name, fn, **bound_kwargs)
 
@@ -131,10 +134,7 @@ class WeightedReward:
                     f"The weight of {name!r} must be a finite number, got {weight!r}; valid names: {valid}."
                 )
             checked[name] = float(weight)
-        if all(weight == 0 for weight in checked.values()):
-            raise ValueError(
-                f"`weights` are all zero, so the reward would be constant: {checked}; valid names: {valid}."
-            )
+        check_not_all_zero(checked, "weights", hint=f"; valid names: {valid}")
         return checked
 
     @property
@@ -146,7 +146,7 @@ class WeightedReward:
         required: list[tuple[str, ...]] = []
         for fn in self.objectives.values():
             if not _is_reward_model(fn):
-                required.extend(entry for entry in _required_columns(fn) if entry not in required)
+                required.extend(entry for entry in required_columns_of(fn) if entry not in required)
         return required
 
     def expand(self) -> tuple[list[Callable | str], list[float], list[str]]:
@@ -165,7 +165,7 @@ class WeightedReward:
 
         ```
         """
-        funcs = [fn if _is_reward_model(fn) else _named(name, fn) for name, fn in self.objectives.items()]
+        funcs = [fn if _is_reward_model(fn) else named_objective(name, fn) for name, fn in self.objectives.items()]
         return funcs, [self.weights[name] for name in self.objectives], list(self.objectives)
 
     def __call__(self, prompts=None, completions=None, **kwargs) -> list[float | None]:

@@ -22,6 +22,9 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
+from ...checks import Integer
+from .config import JudgeConfig
+
 __all__ = ["Judge", "JudgeError", "answer_of_token", "parse_yes_no", "yes_probability"]
 
 
@@ -128,10 +131,8 @@ class Judge:
 
     kind = "judge"
 
-    def __init__(self, cache_size: int = 65536):
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"`judge.cache_size` must be an integer >= 0, got {cache_size!r}.")
-        self.cache_size = cache_size
+    def __init__(self, cache_size: int = JudgeConfig.cache_size):
+        self.cache_size = Integer(0)(cache_size, "judge.cache_size")
         self._init_state()
 
     def _init_state(self) -> None:

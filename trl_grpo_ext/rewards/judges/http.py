@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import check_base_url, check_env_name
 from .base import Judge, JudgeError, parse_yes_no, yes_probability
+from .config import OpenAIJudgeConfig, check_base_url, check_env_name
 
 try:  # huggingface_hub >= 1.x depends on httpx2 (same API); older stacks ship httpx
     import httpx2 as httpx
@@ -47,7 +47,6 @@ __all__ = ["OpenAIJudge"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
 
 
 class _Retryable(Exception):
@@ -96,17 +95,17 @@ class OpenAIJudge(Judge):
         self,
         base_url: str,
         model: str,
-        api_key_env: str | None = None,
-        chat: bool = False,
-        timeout: float = 60.0,
-        max_retries: int = 3,
-        backoff: float = 0.5,
-        max_concurrency: int = 8,
-        batch_size: int = 16,
-        top_logprobs: int = 20,
-        max_tokens: int = 1,
-        cache_size: int = 65536,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        api_key_env: str | None = OpenAIJudgeConfig.api_key_env,
+        chat: bool = OpenAIJudgeConfig.chat,
+        timeout: float = OpenAIJudgeConfig.timeout,
+        max_retries: int = OpenAIJudgeConfig.max_retries,
+        backoff: float = OpenAIJudgeConfig.backoff,
+        max_concurrency: int = OpenAIJudgeConfig.max_concurrency,
+        batch_size: int = OpenAIJudgeConfig.batch_size,
+        top_logprobs: int = OpenAIJudgeConfig.top_logprobs,
+        max_tokens: int = OpenAIJudgeConfig.max_tokens,
+        cache_size: int = OpenAIJudgeConfig.cache_size,
+        max_response_bytes: int = OpenAIJudgeConfig.max_response_bytes,
     ):
         super().__init__(cache_size)
         self.base_url = check_base_url(base_url).rstrip("/")

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Sequence
 
 from .base import Judge, JudgeError, answer_of_token
+from .config import LocalJudgeConfig
 
 __all__ = ["LocalJudge"]
 
-LOCAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _LOADED: dict[tuple[str, str, str], tuple] = {}  # (model, device, dtype) -> (model, tokenizer, yes ids, no ids)
 _LOAD_LOCK = threading.Lock()
 
@@ -72,12 +72,12 @@ class LocalJudge(Judge):
     def __init__(
         self,
         model: str,
-        chat: bool = False,
-        batch_size: int = 16,
-        max_length: int | None = None,
-        device: str | None = None,
-        dtype: str = "auto",
-        cache_size: int = 65536,
+        chat: bool = LocalJudgeConfig.chat,
+        batch_size: int = LocalJudgeConfig.batch_size,
+        max_length: int | None = LocalJudgeConfig.max_length,
+        device: str | None = LocalJudgeConfig.device,
+        dtype: str = LocalJudgeConfig.dtype,
+        cache_size: int = LocalJudgeConfig.cache_size,
     ):
         super().__init__(cache_size)
         self.model = model
