@@ -305,7 +305,7 @@ def test_reward_funcs_resolution():
 
     from tests.helpers import digit_reward
 
-    funcs = cli._trl_reward_funcs(["think_format_reward", "tests.helpers.digit_reward"])
+    funcs = cli.train._trl_reward_funcs(["think_format_reward", "tests.helpers.digit_reward"])
     assert funcs == [think_format_reward, digit_reward]
 
 
@@ -316,7 +316,7 @@ def test_launcher_keys_relaunch_through_accelerate(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(launch, "launch_command", calls.append)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.delenv(cli._LAUNCHED_ENV, raising=False)
+    monkeypatch.delenv(cli.train._LAUNCHED_ENV, raising=False)
     recipe = write_recipe(tmp_path, BASE + "accelerate_config: multi_gpu\n")
     code = cli.main(["train", "--config", recipe, "--max_steps", "2", "--num_processes", "2", "--cpu"])
     assert code == 0
@@ -328,7 +328,7 @@ def test_launcher_keys_relaunch_through_accelerate(monkeypatch, tmp_path):
 
 
 def test_launcher_keys_ignored_inside_a_launcher(capsys, no_loading, monkeypatch):
-    monkeypatch.setenv(cli._LAUNCHED_ENV, "1")  # as in a process we launched (torchrun sets LOCAL_RANK instead)
+    monkeypatch.setenv(cli.train._LAUNCHED_ENV, "1")  # as in a process we launched (torchrun sets LOCAL_RANK instead)
     code, out, err = run_train(capsys, "--config", TINY_RECIPE, "--dry-run", "--num_processes", "2")
     assert code == 0, err
     assert "launch:" not in out
@@ -336,7 +336,7 @@ def test_launcher_keys_ignored_inside_a_launcher(capsys, no_loading, monkeypatch
 
 def test_dry_run_shows_launch(capsys, no_loading, monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.delenv(cli._LAUNCHED_ENV, raising=False)
+    monkeypatch.delenv(cli.train._LAUNCHED_ENV, raising=False)
     code, out, err = run_train(capsys, "--config", TINY_RECIPE, "--dry-run", "--num_processes", "2")
     assert code == 0, err
     assert "launch:     accelerate launch --num_processes 2 -m trl_grpo_ext train" in out
@@ -364,9 +364,10 @@ def test_tiny_command_rejects_unknown_size(capsys, tmp_path):
 @pytest.mark.parametrize("command", ["demo", "report", "bench"])
 def test_dispatch_passes_argv(monkeypatch, command):
     received = []
-    module = types.ModuleType(f"trl_grpo_ext.{command}")
+    module_name = cli.COMMANDS[command][0]
+    module = types.ModuleType(module_name)
     module.main = lambda argv=None: received.append(argv) or 3
-    monkeypatch.setitem(sys.modules, f"trl_grpo_ext.{command}", module)
+    monkeypatch.setitem(sys.modules, module_name, module)
     assert cli.main([command, "--fast", "x"]) == 3
     assert received == [["--fast", "x"]]
 
@@ -377,13 +378,16 @@ def test_dispatch_to_a_missing_module(monkeypatch, capsys):
     assert "trl_grpo_ext.report" in capsys.readouterr().err
 
 
-PRINCIPLES_RECIPE = BASE.replace("{accuracy: 1.0}", "{accuracy: 0.7, principles: 0.3}") + """\
+PRINCIPLES_RECIPE = (
+    BASE.replace("{accuracy: 1.0}", "{accuracy: 0.7, principles: 0.3}")
+    + """\
 principles:
   - Is the answer a single number?
   - {question: "Is the response free of insults?", weight: 2, name: polite}
 judge: {base_url: "http://127.0.0.1:8000/v1", model: judge, api_key_env: JUDGE_TEST_KEY, timeout: 30}
 reward_error_policy: skip
 """
+)
 
 
 def test_dry_run_checks_principles_and_judge_without_loading(capsys, no_loading, tmp_path, monkeypatch):

@@ -236,10 +236,10 @@ def _start_job(root: Path, seed: int, settings) -> dict:
 
 def _record_run_job(root: Path, spec, settings, group: str = "runs") -> dict:
     """A run that trains nothing: it writes the result the real runs write (the spec and the settings)."""
-    from trl_grpo_ext.experiment.runner import _fingerprint, _write_json
+    from trl_grpo_ext.experiment.runner import settings_fingerprint, write_json
 
-    result = {**asdict(spec), "cell": spec.cell, "seconds": 0.0, "settings": _fingerprint(settings)}
-    _write_json(spec.directory(root, group) / "result.json", result)
+    result = {**asdict(spec), "cell": spec.cell, "seconds": 0.0, "settings": settings_fingerprint(settings)}
+    write_json(spec.directory(root, group) / "result.json", result)
     return result
 
 
@@ -259,14 +259,14 @@ def test_levels_that_differ_past_six_digits_are_separate_runs(tmp_path):
 
 def test_a_result_that_records_no_settings_is_not_finished(tmp_path):
     from trl_grpo_ext.experiment import _finished_results
-    from trl_grpo_ext.experiment.runner import QUICK_SETTINGS, RunSpec, SettingsMismatch, Task, _finished, execute
+    from trl_grpo_ext.experiment.runner import QUICK_SETTINGS, RunSpec, SettingsMismatch, Task, execute, run_finished
 
     spec = RunSpec("clean", None, "trl", {}, 0)
     path = spec.directory(tmp_path) / "result.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({**asdict(spec), "cell": spec.cell, "test_accuracy": 0.9}))
     with pytest.raises(SettingsMismatch, match="records no settings"):
-        _finished(path, QUICK_SETTINGS, spec.arm_config)
+        run_finished(path, QUICK_SETTINGS, spec.arm_config)
     task = Task(_start_record, _check_start, _start_job, _record_run_job)
     with pytest.raises(SettingsMismatch, match=re.escape(f"{path} records no settings")):
         list(execute(tmp_path, QUICK_SETTINGS, [spec], workers=1, task=task))

@@ -78,7 +78,7 @@ def test_is_correct_is_exact():
 
 
 def test_greedy_accuracy_of_untrained_model_is_low_and_restores_state():
-    from trl_grpo_ext.demo import greedy_accuracy
+    from trl_grpo_ext.demos.common import greedy_accuracy
 
     model, tokenizer = tiny_model(), tiny_tokenizer_cached()
     model.train()
@@ -97,7 +97,8 @@ def test_greedy_accuracy_of_untrained_model_is_low_and_restores_state():
 
 @pytest.mark.slow
 def test_demo_quick_shows_a_measured_heldout_gain(tmp_path, capsys):
-    from trl_grpo_ext.demo import QUICK, main
+    from trl_grpo_ext.demos import main
+    from trl_grpo_ext.demos.tiny import QUICK
 
     assert main(["--quick", "--seed", "0", "--output-dir", str(tmp_path)]) == 0
 

@@ -157,20 +157,20 @@ def test_quick_grid_writes_results_and_resumes(tmp_path):
 
 
 def test_a_finished_run_is_reused_with_more_seeds_but_refused_with_other_settings(tmp_path):
-    from trl_grpo_ext.experiment.runner import QUICK_SETTINGS, _fingerprint, _finished
+    from trl_grpo_ext.experiment.runner import QUICK_SETTINGS, run_finished, settings_fingerprint
 
     path = tmp_path / "result.json"
-    assert not _finished(path, QUICK_SETTINGS)
-    path.write_text(json.dumps({"settings": _fingerprint(QUICK_SETTINGS)}))
-    assert _finished(path, dataclasses.replace(QUICK_SETTINGS, seeds=(0, 1, 2, 3)))
+    assert not run_finished(path, QUICK_SETTINGS)
+    path.write_text(json.dumps({"settings": settings_fingerprint(QUICK_SETTINGS)}))
+    assert run_finished(path, dataclasses.replace(QUICK_SETTINGS, seeds=(0, 1, 2, 3)))
     with pytest.raises(ValueError, match="use another `--output-dir`"):
-        _finished(path, dataclasses.replace(QUICK_SETTINGS, grpo_steps=7))
+        run_finished(path, dataclasses.replace(QUICK_SETTINGS, grpo_steps=7))
     path.write_text(
-        json.dumps({"settings": _fingerprint(QUICK_SETTINGS), "arm_config": {"advantage_estimator": "rank"}})
+        json.dumps({"settings": settings_fingerprint(QUICK_SETTINGS), "arm_config": {"advantage_estimator": "rank"}})
     )
-    assert _finished(path, QUICK_SETTINGS, {"advantage_estimator": "rank"})
+    assert run_finished(path, QUICK_SETTINGS, {"advantage_estimator": "rank"})
     with pytest.raises(ValueError, match="give the changed arm a new name"):
-        _finished(path, QUICK_SETTINGS, {"advantage_estimator": "zscore"})
+        run_finished(path, QUICK_SETTINGS, {"advantage_estimator": "zscore"})
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

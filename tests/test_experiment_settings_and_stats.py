@@ -12,7 +12,7 @@ import pytest
 
 # ------------------------------------------------------------------------------------ 5. experiment settings
 def _result(spec, settings, accuracy: float) -> dict:
-    from trl_grpo_ext.experiment.runner import _fingerprint
+    from trl_grpo_ext.experiment.runner import settings_fingerprint
 
     return {
         **dataclasses.asdict(spec),
@@ -24,18 +24,18 @@ def _result(spec, settings, accuracy: float) -> dict:
         "log": [{"step": 1, "reward": accuracy, "frac_reward_zero_std": 0.1}],
         "clean_accuracy_by_slot": [accuracy] * 8,
         "seconds": 1.0,
-        "settings": _fingerprint(settings),
+        "settings": settings_fingerprint(settings),
     }
 
 
 def _write_grid(root, arm_settings: dict, accuracy: dict) -> None:
     from trl_grpo_ext.experiment.arms import ARMS
-    from trl_grpo_ext.experiment.runner import RunSpec, _write_json
+    from trl_grpo_ext.experiment.runner import RunSpec, write_json
 
     for arm, settings in arm_settings.items():
         for seed in (0, 1, 2):
             spec = RunSpec("clean", None, arm, ARMS[arm], seed)
-            _write_json(spec.directory(root) / "result.json", _result(spec, settings, accuracy[arm] + 0.01 * seed))
+            write_json(spec.directory(root) / "result.json", _result(spec, settings, accuracy[arm] + 0.01 * seed))
 
 
 def test_report_only_refuses_runs_trained_with_other_settings(tmp_path, capsys):
@@ -64,14 +64,14 @@ def test_report_only_refuses_runs_trained_with_other_settings(tmp_path, capsys):
 
 
 def _fake_sft(monkeypatch):
-    from trl_grpo_ext import demo
+    from trl_grpo_ext.experiment import runner
 
     def warm_start(model, tokenizer, train, validation, settings, output_dir, seed):
         output_dir.mkdir(parents=True)
         return {"sft_steps": 0}
 
-    monkeypatch.setattr(demo, "warm_start", warm_start)
-    monkeypatch.setattr(demo, "greedy_accuracy", lambda *args, **kwargs: 0.25)
+    monkeypatch.setattr(runner, "warm_start", warm_start)
+    monkeypatch.setattr(runner, "greedy_accuracy", lambda *args, **kwargs: 0.25)
 
 
 def test_warm_start_records_its_settings_and_a_mismatch_is_refused(tmp_path, monkeypatch):

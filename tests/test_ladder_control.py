@@ -339,18 +339,19 @@ def test_two_processes_move_the_same_ladder_as_one_would(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------------- the demo
 def test_demo_closed_loop_arm_trains_with_the_controller(tmp_path, monkeypatch):
-    from trl_grpo_ext import demo
+    from trl_grpo_ext import demos
+    from trl_grpo_ext.demos import tiny
     from trl_grpo_ext.kit.tasks import reversal_dataset
     from trl_grpo_ext.kit.tiny import build_tiny_model
 
     seen = {}
-    monkeypatch.setattr(demo, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
-    assert demo.main(["--closed-loop", "--quick", "--output-dir", str(tmp_path)]) == 0
+    monkeypatch.setattr(tiny, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
+    assert demos.main(["--closed-loop", "--quick", "--output-dir", str(tmp_path)]) == 0
     assert seen["closed_loop"] is True and seen["compare"] is False and seen["control_target"] is None
 
-    settings = demo.DemoSettings(grpo_steps=2, grpo_batch_size=16, logging_steps=1)
+    settings = tiny.DemoSettings(grpo_steps=2, grpo_batch_size=16, logging_steps=1)
     tokenizer = tiny_tokenizer_cached()
-    trainer, _ = demo.train_grpo(
+    trainer, _ = tiny.train_grpo(
         build_tiny_model(tokenizer, size="tiny", seed=0),
         tokenizer,
         reversal_dataset(32, seed=0, split="train", min_length=3, max_length=4),

@@ -12,7 +12,6 @@ from transformers import TrainerState
 from tests.helpers import build_trainer
 from trl_grpo_ext.sampling import LadderController
 
-
 # ------------------------------------------------------------------------------------ 3. closed-loop resume
 CONTROL = dict(
     temperature_schedule="linear",

@@ -133,7 +133,7 @@ def test_quick_grid_resumes_and_refuses_other_settings(quick, monkeypatch, capsy
 def test_cli_registers_the_subcommand():
     from trl_grpo_ext import cli
 
-    assert "preference-experiment" in cli._DISPATCHED
+    assert "preference-experiment" in cli.COMMANDS
     with pytest.raises(SystemExit) as exit_:
-        cli._dispatch("preference-experiment", ["--help"])
+        cli.dispatch("preference-experiment", ["--help"])
     assert exit_.value.code == 0

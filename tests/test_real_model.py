@@ -46,7 +46,9 @@ def _args(tmp_path, **overrides) -> GRPOExtConfig:
 
 
 def _reward() -> WeightedReward:
-    return WeightedReward({"accuracy": accuracy, "readability": readability}, weights={"accuracy": 0.9, "readability": 0.1})
+    return WeightedReward(
+        {"accuracy": accuracy, "readability": readability}, weights={"accuracy": 0.9, "readability": 0.1}
+    )
 
 
 def _lora():
@@ -74,7 +76,9 @@ def test_lora_grpo_on_the_real_model(tmp_path):
     """The kit name goes straight to the trainer; the real 49k-vocabulary model trains with ladder, rank and a
     WeightedReward through LoRA."""
     data = chat_addition_dataset(16, seed=0, split="train")
-    trainer = GRPOExtTrainer(SMOLLM2, reward_funcs=_reward(), args=_args(tmp_path), train_dataset=data, peft_config=_lora())
+    trainer = GRPOExtTrainer(
+        SMOLLM2, reward_funcs=_reward(), args=_args(tmp_path), train_dataset=data, peft_config=_lora()
+    )
     assert trainer.model.config.vocab_size == 49152
     before = _lora_weights(trainer.model)
     assert before and all(v.abs().max() == 0 for v in before.values())
@@ -86,7 +90,9 @@ def test_qlora_grpo_on_the_real_model(tmp_path):
     """bitsandbytes 4-bit (NF4) base weights on the CPU, LoRA on top, as TRL's QLoRA recipes do on a GPU."""
     from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
     args = _args(tmp_path, model_init_kwargs={"quantization_config": quantization, "device_map": {"": "cpu"}})
     data = chat_addition_dataset(16, seed=0, split="train")
     trainer = GRPOExtTrainer(SMOLLM2, reward_funcs=_reward(), args=args, train_dataset=data, peft_config=_lora())
@@ -115,7 +121,7 @@ def test_recipe_trains_through_the_cli(tmp_path):
 
 
 def test_real_demo_quick(tmp_path):
-    from trl_grpo_ext.real_demo import run_real_demo
+    from trl_grpo_ext.demos.real import run_real_demo
 
     summary = run_real_demo(tmp_path / "demo", quick=True, compare=True)
     assert summary["model"] == SMOLLM2 and summary["heldout_size"] == 32 and summary["steps"] == 2

@@ -14,7 +14,7 @@ import yaml
 from datasets import Dataset
 
 from trl_grpo_ext import cli
-from trl_grpo_ext.data import apply_preset, format_prompt, generated_splits, gsm8k_final_answer
+from trl_grpo_ext.cli.data import apply_preset, format_prompt, generated_splits, gsm8k_final_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)

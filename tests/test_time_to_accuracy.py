@@ -141,15 +141,15 @@ def test_a_lock_of_a_dead_pid_is_taken_over_and_one_of_a_live_pid_is_not(tmp_pat
 def test_evaluation_leaves_the_random_state_and_train_mode(monkeypatch):
     import torch
 
-    from trl_grpo_ext import real_demo
+    from trl_grpo_ext.demos.common import GreedyEvaluation
 
-    def noisy_accuracy(model, tokenizer, dataset, max_new_tokens, batch_size):
+    def noisy_evaluation(model, tokenizer, dataset, max_new_tokens, score, batch_size):
         model.eval()
         torch.rand(10)
         random.random()
-        return 0.5
+        return GreedyEvaluation(replies=[], accuracy=0.5)
 
-    monkeypatch.setattr(real_demo, "greedy_chat_accuracy", noisy_accuracy)
+    monkeypatch.setattr(tta, "greedy_evaluation", noisy_evaluation)
     model = torch.nn.Linear(2, 2)
     torch.manual_seed(3)
     random.seed(3)

@@ -17,7 +17,7 @@ import torch
 
 from trl_grpo_ext.experiment.preference import (
     FULL_SETTINGS,
-    _as_labelled,
+    as_labelled,
     build_proxy,
     decided_pairs,
     pair_accuracy,
@@ -40,7 +40,7 @@ rows = []
 for size, lr in [(128, 1e-3), (128, 3e-4), (128, 1e-4), (512, 1e-4)]:
     model = build_proxy(tokenizer, weights, 100)
     pairs = random.Random(0).sample(pool, size)
-    loss = train_pairs(model, tokenizer, _as_labelled(pairs), replace(FULL_SETTINGS, rm_learning_rate=lr), 0)
+    loss = train_pairs(model, tokenizer, as_labelled(pairs), replace(FULL_SETTINGS, rm_learning_rate=lr), 0)
     rows.append(
         {
             "pairs": size,

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, TrainerCallback, set_seed
 
-import trl_grpo_ext.demo as demo
-from trl_grpo_ext.demo import _demo_environment
+import trl_grpo_ext.demos.real as real
+from trl_grpo_ext.demos.common import demo_environment, greedy_evaluation, last_number_scores
+from trl_grpo_ext.demos.real import FULL, MODEL, train_real_grpo
 from trl_grpo_ext.kit import resolve_model_path
 from trl_grpo_ext.kit.tasks import chat_addition_dataset
-from trl_grpo_ext.real_demo import FULL, MODEL, greedy_chat_accuracy, train_real_grpo
 
 SEED = 100
 
@@ -35,7 +35,7 @@ def main() -> None:
     cli = parser.parse_args()
     settings = dataclasses.replace(FULL, grpo_steps=cli.steps)
     curve = []
-    with _demo_environment(2):
+    with demo_environment(2):
         path = resolve_model_path(MODEL)
         tokenizer = AutoTokenizer.from_pretrained(path)
         validation = chat_addition_dataset(300, seed=0, split="validation")
@@ -46,19 +46,23 @@ def main() -> None:
             def on_step_end(self, args, state, control, model=None, **kwargs):
                 if state.global_step % cli.every == 0:
                     begin = time.perf_counter()
-                    accuracy = greedy_chat_accuracy(model, tokenizer, validation, max_new_tokens=16, batch_size=100)
+                    accuracy = greedy_evaluation(
+                        model, tokenizer, validation, 16, last_number_scores, batch_size=100
+                    ).accuracy
                     clock["eval"] += time.perf_counter() - begin
                     train_seconds = time.perf_counter() - clock["start"] - clock["eval"]
-                    curve.append({"step": state.global_step, "validation_accuracy": accuracy, "train_seconds": train_seconds})
+                    curve.append(
+                        {"step": state.global_step, "validation_accuracy": accuracy, "train_seconds": train_seconds}
+                    )
                     print(curve[-1], flush=True)
 
-        quiet = demo._quiet_trainer
+        quiet = real.quiet_trainer
 
         def quiet_and_evaluate(trainer, description):  # train_real_grpo's one place to reach the trainer
             trainer.add_callback(Evaluate())
             return quiet(trainer, description)
 
-        demo._quiet_trainer = quiet_and_evaluate
+        real.quiet_trainer = quiet_and_evaluate
         set_seed(SEED)
         train_real_grpo(path, train, settings, Path("runs/real-demo-steps"), SEED, plain=False)
     result = {"seed": SEED, "validation_size": 300, "settings": dataclasses.asdict(settings), "curve": curve}

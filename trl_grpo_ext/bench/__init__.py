@@ -39,6 +39,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..kit import KIT_MODELS, is_kit_name
+from .gpu import QWEN25_SHAPES
+
 __all__ = ["BENCHMARKS", "environment", "format_table", "main", "run_benchmarks"]
 
 # name -> (module, function). Every function takes `quick: bool` and returns a list of row dicts.
@@ -231,8 +234,6 @@ def _positive_int(value: str) -> int:
 
 
 def _parse_gpu_models(value: str) -> list[str]:
-    from .gpu import QWEN25_SHAPES
-
     models = [m.strip().lower() for m in value.split(",") if m.strip()]
     unknown = [m for m in models if m not in QWEN25_SHAPES]
     if unknown or not models:
@@ -242,8 +243,7 @@ def _parse_gpu_models(value: str) -> list[str]:
 
 def _parse_model(value: str) -> str:
     """A kit name whose model the kit has (checked without building it) or an existing checkpoint directory."""
-    from ..kit import KIT_MODELS, is_kit_name
-    from ..kit.tiny import MODEL_SIZES
+    from ..kit.tiny import MODEL_SIZES  # torch and transformers: not at start-up
 
     if is_kit_name(value):
         prefix = next(p for p in KIT_MODELS if value.startswith(p))

@@ -18,8 +18,7 @@ import time
 import torch
 
 from ..kit.tiny import MODEL_SIZES
-from ..rewards.judges import LocalJudge
-from ..rewards.principles import PrinciplesObjective
+from ..rewards import LocalJudge, PrinciplesObjective
 
 PRINCIPLES = ["Is the answer correct?", "Is the response polite?", "Is the response concise?"]
 FULL = {"models": ("tiny", "small"), "completions": 1000, "batch_sizes": (16, 64), "repeats": 2}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import LogitsProcessorList
 
+from .. import kit
 from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 from ..sampling import RowTemperatureLogitsProcessor, row_temperatures, temperature_ladder
 from .overhead import max_rss_mb, model_label
@@ -40,7 +41,7 @@ TABLE_COLUMNS = (
 CONSTANT_TEMPERATURE = 0.9  # != 1.0, so the constant run pays for transformers' TemperatureLogitsWarper
 
 
-def _median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall time of each run; the order rotates every repeat so no run always goes first."""
     names = list(runs)
     for name in names:  # warm-up: first-call allocations and lazy initialisation
@@ -104,7 +105,7 @@ def _bench_model(
         return [model.generate(**single, temperature=t, **common) for t in ladder]
 
     with torch.inference_mode():
-        seconds = _median_seconds({"ladder": ladder_call, "constant": constant_call, "k_calls": k_calls}, repeats)
+        seconds = median_seconds({"ladder": ladder_call, "constant": constant_call, "k_calls": k_calls}, repeats)
     ladder_vs_constant = seconds["ladder"] / seconds["constant"]
     k_calls_vs_ladder = seconds["k_calls"] / seconds["ladder"]
     return {
@@ -153,9 +154,7 @@ def bench_ladder(quick: bool = False, threads: int | None = 1, model: str | None
 def _bench_checkpoint(name: str, quick: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..kit import resolve_model_path
-
-    path = resolve_model_path(name)
+    path = kit.resolve_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only generation: prompts end where the completion starts
     if tokenizer.pad_token_id is None:

@@ -28,6 +28,8 @@ import tempfile
 import time
 from typing import Any
 
+from .. import kit
+
 OBJECTIVE_WEIGHTS = {"accuracy": 0.7, "readability": 0.2, "novelty": 0.1}
 TIME_TARGET = 1.03
 MEMORY_TARGET = 1.02
@@ -127,10 +129,8 @@ def _bench_model(name: str, pairs: int, threads: int | None) -> dict:
 
 
 def _bench_checkpoint(model: str, quick: bool, pairs: int | None, threads: int | None) -> dict:
-    from ..kit import resolve_model_path
-
     run = _MODEL_RUN_QUICK if quick else _MODEL_RUN
-    path = resolve_model_path(model)  # a kit name is converted once, here, not in each child
+    path = kit.resolve_model_path(model)  # a kit name is converted once, here, not in each child
     spec = {
         "model": {"path": path},
         "tokenizer": "model",
@@ -174,9 +174,7 @@ def model_label(model: str) -> str:
 
     ```
     """
-    from ..kit import is_kit_name
-
-    return model.replace(":", "-") if is_kit_name(model) else os.path.basename(os.path.normpath(model))
+    return model.replace(":", "-") if kit.is_kit_name(model) else os.path.basename(os.path.normpath(model))
 
 
 def _run_pairs(spec: dict, pairs: int) -> list[dict]:
@@ -245,7 +243,7 @@ def summarize_pairs(row: dict, runs: list[dict]) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ child runs
 def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S, entry: str = __name__) -> dict:
-    """Run `entry`'s `_child_main` (by default this module's `train_once(spec)`) in a fresh Python process and return
+    """Run `entry`'s `child_main` (by default this module's `train_once(spec)`) in a fresh Python process and return
     its measurements."""
     with tempfile.TemporaryDirectory(prefix="trl-grpo-ext-bench-") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
@@ -260,7 +258,7 @@ def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S, entry: str = __name
         }
         if spec.get("threads"):
             env["OMP_NUM_THREADS"] = str(spec["threads"])
-        code = f"import sys; from {entry} import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+        code = f"import sys; from {entry} import child_main; sys.exit(child_main(sys.argv[1:]))"
         proc = subprocess.run(
             [sys.executable, "-c", code, spec_path, out_path],
             env=env,
@@ -277,7 +275,8 @@ def run_child(spec: dict, timeout: float = _CHILD_TIMEOUT_S, entry: str = __name
             return json.load(f)
 
 
-def _child_main(argv: list[str]) -> int:
+def child_main(argv: list[str]) -> int:
+    """The child process of `run_child`: `train_once` of the JSON spec at `argv[0]`, its result written to `argv[1]`."""
     spec_path, out_path = argv
     with open(spec_path) as f:
         spec = json.load(f)

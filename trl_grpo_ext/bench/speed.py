@@ -33,6 +33,8 @@ import statistics
 import time
 from typing import Any
 
+from .. import kit
+from ..demos.real import real_demo_reward
 from .overhead import max_rss_mb, model_label, run_child
 
 TRAINERS = ("ext", "trl")
@@ -81,10 +83,8 @@ def bench_speed(
     peak = matmul_peak_gflops(threads)
     if quick and model is None:
         return [_bench_shape({"tiny": "small"}, "tiny-small", "quick", pairs, threads, peak)]
-    from ..kit import resolve_model_path
-
     model = model or "smollm2:135m-instruct"
-    path = resolve_model_path(model)  # a kit name is converted once, here, not in each child
+    path = kit.resolve_model_path(model)  # a kit name is converted once, here, not in each child
     shapes = ["demo"] if quick else ["demo", "long"]
     return [_bench_shape({"path": path}, model_label(model), shape, pairs, threads, peak) for shape in shapes]
 
@@ -213,7 +213,6 @@ def train_once(spec: dict) -> dict[str, Any]:
 
     from trl_grpo_ext import GRPOExtConfig, GRPOExtTrainer
     from trl_grpo_ext.kit.tiny import build_tiny_model, build_tiny_tokenizer
-    from trl_grpo_ext.real_demo import real_demo_reward
 
     k, prompts = spec["num_generations"], spec["prompts"]
     common = dict(
@@ -318,7 +317,9 @@ def _plain_reward(weighted):
     return reward
 
 
-def _child_main(argv: list[str]) -> int:
+def child_main(argv: list[str]) -> int:
+    """The child process of `run_child(..., entry=__name__)`: this module's `train_once` of the JSON spec at
+    `argv[0]`, its result written to `argv[1]`."""
     spec_path, out_path = argv
     with open(spec_path) as f:
         spec = json.load(f)

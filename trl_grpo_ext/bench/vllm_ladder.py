@@ -18,10 +18,11 @@ import tempfile
 import torch
 from transformers import LogitsProcessorList
 
+from .. import kit
 from ..kit.tiny import build_tiny_model, build_tiny_tokenizer, save_tiny
 from ..sampling import RowTemperatureLogitsProcessor, row_temperatures, temperature_ladder
 from ..sampling.vllm_backend import per_row_sampling_params
-from .ladder import PROMPTS, _median_seconds, chat_prompts
+from .ladder import PROMPTS, chat_prompts, median_seconds
 from .overhead import model_label
 
 LADDER_VS_CONSTANT_TARGET = 1.05  # at most
@@ -71,9 +72,7 @@ def bench_vllm(quick: bool = False, model: str | None = None) -> list[dict]:
 def _bench_checkpoint(name: str, llm_cls, sampling_params_cls, quick: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..kit import resolve_model_path
-
-    path = resolve_model_path(name)
+    path = kit.resolve_model_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -133,7 +132,7 @@ def _bench_model(
             return model.generate(**grouped, **generate_kwargs)
 
     repeats = 5 if quick else 11
-    seconds = _median_seconds(
+    seconds = median_seconds(
         {"vllm_ladder": vllm_ladder, "vllm_constant": vllm_constant, "generate_ladder": generate_ladder}, repeats
     )
     ladder_vs_constant = seconds["vllm_ladder"] / seconds["vllm_constant"]

@@ -30,8 +30,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from . import real
 from .arms import available_arms
 from .conditions import CONDITIONS
+from .results import write_results
 from .runner import (
     FULL_SETTINGS,
     QUICK_SETTINGS,
@@ -143,8 +145,6 @@ def _meta(settings, levels, arms, args, description: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """`trl-grpo-ext experiment ...`; returns the exit status."""
-    from . import real
-
     argv = list(sys.argv[1:] if argv is None else argv)
     arms_all = available_arms()
     parser = argparse.ArgumentParser(
@@ -234,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     expected = [(s.cell, s.arm, s.seed) for s in specs]
-    from .results import write_results
-
     preamble = ""
     if task is real.REAL_TASK and warm_starts:
         preamble = real.sampler_markdown(next(iter(warm_starts.values()))["sampler"])

@@ -166,7 +166,7 @@ class ConditionReward:
         self.__name__ = "reward"
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
-        from ..sampling.metrics import distinct_fraction
+        from ..sampling import distinct_fraction  # torch: not at start-up
 
         exact = [exact_reward(c, a) for c, a in zip(completions, answer)]
         self.history.append(by_slot(exact, self.group_size))

@@ -65,21 +65,23 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..demo import DemoSettings
+from ..demos.common import demo_environment, greedy_accuracy
+from ..demos.tiny import DemoSettings
+from .results import mean_curves, moving_mean
 from .runner import (
     ExperimentSettings,
     RunSpec,
     SettingsMismatch,
-    _datasets,
-    _differences,
-    _fingerprint,
-    _finished,
-    _warm_start_settings,
-    _write_json,
     check_warm_start,
+    run_finished,
+    setting_differences,
+    settings_fingerprint,
+    tiny_datasets,
     tiny_grpo_trainer,
     warm_start_dir,
     warm_start_job,
+    warm_start_settings,
+    write_json,
 )
 from .stats import mean_se, paired_difference, verdict
 
@@ -294,42 +296,40 @@ def exploited(run: dict) -> bool | None:
 
 
 # ---------------------------------------------------------------------------------------------------- models
-def _pair_texts(pairs: list[dict]) -> list[str]:
-    return [p["prompt"] + c for p in pairs for c in (p["a"], p["b"])]
+def as_labelled(pairs: list[dict]) -> list[dict]:
+    """`{prompt, chosen, rejected}` pairs as `OnlineRewardModel`'s labelled pairs `{prompt, a, b, label}`.
 
-
-def _as_labelled(pairs: list[dict]) -> list[dict]:
-    """`{prompt, chosen, rejected}` pairs as `OnlineRewardModel`'s labelled pairs `{prompt, a, b, label}`."""
+    Example:
+    >>> as_labelled([{"prompt": "rev 12=", "chosen": "21", "rejected": "2", "answer": "21"}])
+    [{'prompt': 'rev 12=', 'a': '21', 'b': '2', 'label': 1.0}]
+    """
     return [{"prompt": p["prompt"], "a": p["chosen"], "b": p["rejected"], "label": 1.0} for p in pairs]
 
 
-def _rm_forward(model, tokenizer, texts: list[str]):
-    # OnlineRewardModel's scoring: right padding, no special tokens, the last non-padding token's logit.
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
-    return model(**inputs).logits[:, 0].float()
-
-
 def build_proxy(tokenizer, warm_weights: dict, seed: int):
-    """A one-label `Qwen2ForSequenceClassification` of the policy's size, its backbone the warm-start policy's."""
-    from transformers import Qwen2ForSequenceClassification
+    """A one-label `Qwen2ForSequenceClassification` of the policy's size (the kit's reward model, `small`), its
+    backbone the warm-start policy's."""
+    from ..kit.tiny import build_tiny_reward_model  # torch and transformers: not at start-up
 
-    from ..kit.tiny import _seeded, tiny_model_config
-
-    config = tiny_model_config(tokenizer, "small")
-    config.num_labels = 1
-    with _seeded(seed):
-        model = Qwen2ForSequenceClassification(config)
+    model = build_tiny_reward_model(tokenizer, size="small", seed=seed)
     missing, _ = model.load_state_dict(warm_weights, strict=False)
     assert set(missing) == {"score.weight"}, missing  # the whole backbone comes from the policy
     return model.float().eval()
 
 
+def _rm_forward(model, tokenizer, texts: list[str]):
+    """The proxy's scores of `texts` with gradients: `OnlineRewardModel`'s scoring (right padding, no special tokens,
+    the last non-padding token's logit), which it has no public method for with gradients on."""
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    return model(**inputs).logits[:, 0].float()
+
+
 def train_pairs(model, tokenizer, pairs: list[dict], settings: PreferenceSettings, seed: int) -> float:
     """`rm_epochs` passes of AdamW over labelled pairs `{prompt, a, b, label}` in shuffled minibatches, on the
-    Bradley-Terry loss (`rewards.online.bradley_terry_loss`, ties as soft labels); returns the last epoch's loss."""
+    Bradley-Terry loss (`rewards.bradley_terry_loss`, ties as soft labels); returns the last epoch's loss."""
     import torch
 
-    from ..rewards.online import bradley_terry_loss
+    from ..rewards import bradley_terry_loss
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.rm_learning_rate)
     rng = random.Random(seed)
@@ -340,7 +340,7 @@ def train_pairs(model, tokenizer, pairs: list[dict], settings: PreferenceSetting
         losses = []
         for start in range(0, len(order), settings.rm_batch_size):
             batch = [pairs[i] for i in order[start : start + settings.rm_batch_size]]
-            scores = _rm_forward(model, tokenizer, _pair_texts(batch))
+            scores = _rm_forward(model, tokenizer, [p["prompt"] + c for p in batch for c in (p["a"], p["b"])])
             labels = torch.tensor([p["label"] for p in batch])
             loss = bradley_terry_loss(scores[0::2], scores[1::2], labels)
             optimizer.zero_grad(set_to_none=True)
@@ -353,17 +353,14 @@ def train_pairs(model, tokenizer, pairs: list[dict], settings: PreferenceSetting
 
 
 def pair_accuracy(model, tokenizer, pairs: list[dict]) -> float | None:
-    """Fraction of `{prompt, chosen, rejected}` pairs the reward model scores chosen above rejected."""
-    import torch
+    """Fraction of `{prompt, chosen, rejected}` pairs the reward model scores chosen above rejected, as
+    `OnlineRewardModel.pair_accuracy` computes it (a frozen one over `model`, 64 texts per forward); None without
+    pairs."""
+    from ..rewards import OnlineRewardModel  # torch and TRL: not at start-up
 
     if not pairs:
         return None
-    with torch.no_grad():
-        scores = []
-        texts = _pair_texts(_as_labelled(pairs))
-        for start in range(0, len(texts), 64):
-            scores += _rm_forward(model, tokenizer, texts[start : start + 64]).tolist()
-    return sum(scores[2 * k] > scores[2 * k + 1] for k in range(len(pairs))) / len(pairs)
+    return OnlineRewardModel(model, tokenizer, batch_size=64).pair_accuracy(as_labelled(pairs))
 
 
 def sample_groups(model, tokenizer, dataset, k: int, max_new_tokens: int, seed: int) -> list[dict]:
@@ -426,7 +423,7 @@ def _weights_digest(model) -> str:
 
 # ---------------------------------------------------------------------------------------------------- jobs
 def _fingerprint_of(settings: PreferenceSettings) -> dict:
-    return _fingerprint(asdict(settings))
+    return settings_fingerprint(asdict(settings))
 
 
 def proxy_dir(root: Path, seed: int, settings: PreferenceSettings) -> Path:
@@ -452,7 +449,7 @@ def _proxy_settings(settings: PreferenceSettings) -> dict:
     return {
         **{name: getattr(settings, name) for name in _PROXY_FIELDS},
         "matched_extra": settings.label_budget,
-        "warm_start": _warm_start_settings(settings.experiment()),
+        "warm_start": warm_start_settings(settings.experiment()),
     }
 
 
@@ -463,7 +460,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
     info_path = directory / "proxy.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
-        differences = _differences(info["settings"], _proxy_settings(settings), "the cached proxies")
+        differences = setting_differences(info["settings"], _proxy_settings(settings), "the cached proxies")
         if differences:
             raise SettingsMismatch(
                 f"{directory} was built with other settings ({'; '.join(differences)}); use another `--output-dir` "
@@ -473,17 +470,16 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
     import torch
     from transformers import set_seed
 
-    from ..demo import _demo_environment
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 
     warm_start_job(root, seed, settings.experiment(), threads)
     demo = settings.demo
-    with _demo_environment(threads):
+    with demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
         weights = torch.load(warm_start_dir(root, seed) / "weights.pt", weights_only=True)
         policy = build_tiny_model(tokenizer, size="small", seed=seed)
         policy.load_state_dict(weights)
-        train, validation, _ = _datasets(settings.experiment(), seed)
+        train, validation, _ = tiny_datasets(settings.experiment(), seed)
         end = settings.max_seed_prompts + settings.extra_prompts
         if end > len(train):
             raise ValueError(f"`max_seed_prompts` + `extra_prompts` = {end} exceeds the {len(train)} train problems.")
@@ -516,7 +512,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
             seed + 2,
         )
         warm_pairs = fresh_pairs(fresh)
-        _write_json(directory / "samples.json", {"seed_groups": seed_groups, "extra_groups": extra_groups})
+        write_json(directory / "samples.json", {"seed_groups": seed_groups, "extra_groups": extra_groups})
         directory.mkdir(parents=True, exist_ok=True)
         info = {
             "seed": seed,
@@ -532,7 +528,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
             pairs = seed_set(seed_groups, settings.seed_set_size, condition, rng)
             extra = random_pairs(extra_groups, settings.label_budget, rng)
             record = {"seed_set": pairs, "matched_extra": extra, "seed_set_longer_wins": _longer_wins(pairs)}
-            for kind, labelled in (("seed", _as_labelled(pairs)), ("matched", _as_labelled(pairs) + extra)):
+            for kind, labelled in (("seed", as_labelled(pairs)), ("matched", as_labelled(pairs) + extra)):
                 set_seed(seed)
                 model = build_proxy(tokenizer, weights, seed)
                 loss = train_pairs(model, tokenizer, labelled, settings, seed)
@@ -545,7 +541,7 @@ def proxy_job(root: Path, seed: int, settings: PreferenceSettings, threads: int 
                     "digest": _weights_digest(model),
                 }
             info["conditions"][condition] = record
-    _write_json(info_path, info)
+    write_json(info_path, info)
     return info
 
 
@@ -574,18 +570,17 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
     import torch
     from transformers import set_seed
 
-    from ..demo import _demo_environment, greedy_accuracy
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
     from ..rewards import GoldLabeler, OnlineRewardModel, WeightedReward
 
     proxy_info = proxy_job(root, spec.seed, settings, threads)
     demo, arm = settings.demo, spec.arm_config
     start = time.perf_counter()
-    with _demo_environment(threads):
+    with demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, size="small", seed=spec.seed)
         model.load_state_dict(torch.load(warm_start_dir(root, spec.seed) / "weights.pt", weights_only=True))
-        train, validation, test = _datasets(settings.experiment(), spec.seed)
+        train, validation, test = tiny_datasets(settings.experiment(), spec.seed)
         rm = None
         if arm["reward"] == "gold":
             # The seed-set proxies ride along at weight 0: what they would have said of the gold-trained policy.
@@ -676,7 +671,7 @@ def run_job(root: Path, spec: RunSpec, settings: PreferenceSettings, group: str 
     result["train_seconds"] = train_seconds
     result["seconds"] = time.perf_counter() - start
     result["settings"] = _fingerprint_of(settings)
-    _write_json(result_path, result)
+    write_json(result_path, result)
     return result
 
 
@@ -701,7 +696,7 @@ def execute(root: Path, settings: PreferenceSettings, specs: list[RunSpec], grou
         path = warm_start_dir(root, seed) / "warmstart.json"
         if path.exists():
             check_warm_start(path, settings.experiment())
-    done = [_finished(s.directory(root, group) / "result.json", asdict(settings), s.arm_config) for s in specs]
+    done = [run_finished(s.directory(root, group) / "result.json", asdict(settings), s.arm_config) for s in specs]
     results = []
     for n, spec in enumerate(specs, 1):
         if not done[n - 1]:
@@ -758,7 +753,7 @@ def select_seed_set_size(root: Path, settings: PreferenceSettings, sizes: list[i
         "trials": trials,
         "settings": _fingerprint_of(settings),
     }
-    _write_json(root / "selection.json", record)
+    write_json(root / "selection.json", record)
     return record
 
 
@@ -777,7 +772,7 @@ def write_selection_record(root: Path) -> Path:
         r = json.loads(path.read_text())
         changed = [
             d.replace(" in run, ", " (default ").replace(" here", ")")
-            for d in _differences(r["settings"], defaults, "run")
+            for d in setting_differences(r["settings"], defaults, "run")
         ]
         curve = " ".join(f"{100 * p['accuracy']:.0f}" for p in r["curve"])
         first, last = _window(r, "rewards/rm/mean", False), _window(r, "rewards/rm/mean", True)
@@ -1004,8 +999,6 @@ def plot_condition(condition: str, results: list[dict], arms: list[str], out: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .results import _mean_curves, _smooth
-
     runs_by_arm = {
         a: sorted(
             [r for r in results if r["arm"] == a and r["condition"] in ((SHARED,) if a == "gold" else (condition,))],
@@ -1036,9 +1029,9 @@ def plot_condition(condition: str, results: list[dict], arms: list[str], out: Pa
     ]
     for ax, source, key, title, smooth in panels:
         for arm, runs in runs_by_arm.items():
-            steps, values = _mean_curves(runs, source, key(arm))
+            steps, values = mean_curves(runs, source, key(arm))
             if steps:
-                ax.plot(steps, _smooth(values) if smooth else values, label=arm, color=colors[arm])
+                ax.plot(steps, moving_mean(values) if smooth else values, label=arm, color=colors[arm])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("GRPO step")
     for ax, key, title in (
@@ -1182,7 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [
                 json.loads(p.read_text())
                 for s in specs
-                if _finished(p := s.directory(root) / "result.json", asdict(settings), s.arm_config)
+                if run_finished(p := s.directory(root) / "result.json", asdict(settings), s.arm_config)
             ]
         else:
             results = execute(root, settings, specs)

@@ -33,8 +33,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import kit
+from ..demos.common import demo_environment, greedy_evaluation, last_number_scores
+from ..demos.real import real_grpo_args, real_lora
 from .conditions import OUTLIER_VALUE, add_outliers, by_slot
-from .runner import RunSpec, SettingsMismatch, Task, _differences, _fingerprint, _write_json
+from .runner import RunSpec, SettingsMismatch, Task, setting_differences, settings_fingerprint, write_json
+from .stats import mean_se, t975
 
 REAL_MODELS = ("smollm2:135m-instruct",)
 REAL_CONDITIONS = {
@@ -159,9 +163,8 @@ class ChatConditionReward:
         self.__name__ = "reward"
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
-        from ..rewards import accuracy
-        from ..rewards.objectives import completion_text
-        from ..sampling.metrics import distinct_fraction
+        from ..rewards import accuracy, completion_text  # torch and TRL: not at start-up
+        from ..sampling import distinct_fraction
 
         texts = [completion_text(c) for c in completions]
         correct = [float(x) for x in accuracy(None, texts, answer=answer)]
@@ -184,8 +187,6 @@ def interval(values: Sequence[float]) -> dict:
     >>> {k: round(v, 3) for k, v in interval([0.0, 1.0, 1.0, 0.0]).items()}
     {'mean': 0.5, 'se': 0.289, 'low': -0.419, 'high': 1.419, 'n': 4}
     """
-    from .stats import mean_se, t975
-
     mean, se = mean_se(list(values))
     half = t975(len(values) - 1) * se if len(values) > 1 else math.nan
     return {"mean": mean, "se": se, "low": mean - half, "high": mean + half, "n": len(values)}
@@ -224,8 +225,7 @@ def sampler_statistics(
     from transformers import LogitsProcessorList
 
     from ..rewards import accuracy
-    from ..sampling.ladder import temperature_ladder
-    from ..sampling.processors import RowTemperatureLogitsProcessor
+    from ..sampling import RowTemperatureLogitsProcessor, temperature_ladder
 
     k = settings.num_generations
     per_prompt: dict[str, list[dict]] = {}
@@ -271,7 +271,7 @@ def sampler_statistics(
 def summarise_sampler(record: dict) -> dict:
     """`record` (per-prompt statistics of each sampler) with `ladders`, `summary` (mean and 95 % interval over
     prompts) and `paired` (each sampler minus the first of `SAMPLERS`, prompt by prompt)."""
-    from ..sampling.ladder import temperature_ladder
+    from ..sampling import temperature_ladder  # torch: not at start-up
 
     per_prompt = record["per_prompt"]
     names = [name for name in SAMPLERS if name in per_prompt]
@@ -336,20 +336,23 @@ def real_datasets(settings: RealExperimentSettings, seed: int):
 
 def greedy_eval(model, tokenizer, dataset, settings: RealExperimentSettings, entropy: bool = False) -> dict:
     """Greedy accuracy (the reply's last number is the sum), exploit rate and, optionally, entropy on `dataset`."""
-    from ..real_demo import greedy_chat_replies
-    from ..rewards import accuracy
-
-    texts, mean_entropy = greedy_chat_replies(
-        model, tokenizer, dataset, settings.eval_max_new_tokens, settings.eval_batch_size, entropy=entropy
+    measured = greedy_evaluation(
+        model,
+        tokenizer,
+        dataset,
+        settings.eval_max_new_tokens,
+        last_number_scores,
+        batch_size=settings.eval_batch_size,
+        entropy=entropy,
     )
-    answers, prompts = list(dataset["answer"]), list(dataset["prompt"])
+    texts, answers, prompts = measured.replies, list(dataset["answer"]), list(dataset["prompt"])
     result = {
-        "accuracy": sum(accuracy(None, texts, answer=answers)) / len(texts),
+        "accuracy": measured.accuracy,
         "exploit_rate": sum(takes_exploit(t, a, prompt_operands(p)) for t, a, p in zip(texts, answers, prompts))
         / len(texts),
     }
     if entropy:
-        result["entropy"] = mean_entropy
+        result["entropy"] = measured.entropy
     return result
 
 
@@ -370,7 +373,7 @@ def _base_settings(settings: RealExperimentSettings) -> dict:
 def check_base(path: Path, settings: RealExperimentSettings) -> dict:
     """The base model's record; `SettingsMismatch` when it was measured with other settings."""
     info = json.loads(path.read_text())
-    differences = _differences(info.get("settings", {}), _base_settings(settings), "the base record")
+    differences = setting_differences(info.get("settings", {}), _base_settings(settings), "the base record")
     if differences:
         raise SettingsMismatch(
             f"{path} was measured with other settings ({'; '.join(differences)}); use another `--output-dir`, or "
@@ -391,12 +394,9 @@ def base_job(root: Path, seed: int, settings: RealExperimentSettings) -> dict:
         info, missing = None, list(SAMPLERS)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..demo import _demo_environment
-    from ..kit import resolve_model_path
-
     start = time.perf_counter()
-    with _demo_environment(settings.threads):
-        model_path = resolve_model_path(settings.model)
+    with demo_environment(settings.threads):
+        model_path = kit.resolve_model_path(settings.model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         _, validation, test = real_datasets(settings, 0)
@@ -408,7 +408,7 @@ def base_job(root: Path, seed: int, settings: RealExperimentSettings) -> dict:
             info["sampler"] = summarise_sampler(
                 {**new, "per_prompt": per_prompt, "seconds": {**old["seconds"], **new["seconds"]}}
             )
-            _write_json(path, info)
+            write_json(path, info)
             return info
         validation_eval = greedy_eval(model, tokenizer, validation, settings, entropy=True)
         test_eval = greedy_eval(model, tokenizer, test, settings)
@@ -423,7 +423,7 @@ def base_job(root: Path, seed: int, settings: RealExperimentSettings) -> dict:
         "seconds": time.perf_counter() - start,
         "settings": _base_settings(settings),
     }
-    _write_json(path, info)
+    write_json(path, info)
     return info
 
 
@@ -440,14 +440,11 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ..config import GRPOExtConfig
-    from ..demo import _demo_environment
-    from ..kit import resolve_model_path
-    from ..real_demo import real_grpo_args, real_lora
     from ..trainer import GRPOExtTrainer
 
     start = time.perf_counter()
-    with _demo_environment(settings.threads):
-        model_path = resolve_model_path(settings.model)
+    with demo_environment(settings.threads):
+        model_path = kit.resolve_model_path(settings.model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         train, validation, test = real_datasets(settings, spec.seed)
         reward = ChatConditionReward(spec.condition, spec.level, settings.num_generations, spec.seed)
@@ -502,8 +499,8 @@ def real_run_job(root: Path, spec: RunSpec, settings: RealExperimentSettings, gr
             result[f"{spec.split}_accuracy"] = final["accuracy"]
             result[f"{spec.split}_exploit_rate"] = final["exploit_rate"]
     result["seconds"] = time.perf_counter() - start
-    result["settings"] = _fingerprint(settings)
-    _write_json(result_path, result)
+    result["settings"] = settings_fingerprint(settings)
+    write_json(result_path, result)
     return result
 
 

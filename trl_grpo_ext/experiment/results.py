@@ -194,7 +194,13 @@ def markdown(summary: dict, header: str = "") -> str:
     return "\n".join(lines)
 
 
-def _smooth(values: list[float], window: int = 10) -> list[float]:
+def moving_mean(values: list[float], window: int = 10) -> list[float]:
+    """The mean of each value and the `window - 1` before it (NaN left out; NaN where all are).
+
+    Example:
+    >>> moving_mean([1.0, 3.0, float("nan"), 5.0], window=2)
+    [1.0, 2.0, 3.0, 5.0]
+    """
     out = []
     for i in range(len(values)):
         chunk = [v for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
@@ -202,8 +208,9 @@ def _smooth(values: list[float], window: int = 10) -> list[float]:
     return out
 
 
-def _mean_curves(runs: list[dict], source: str, key: str) -> tuple[list[int], list[float]]:
-    """Mean over seeds of `key` per step, from `curve` or `log` entries."""
+def mean_curves(runs: list[dict], source: str, key: str) -> tuple[list[int], list[float]]:
+    """(steps, mean over seeds of `key` at each step), from the runs' `curve` or `log` entries (`"distinct"`: the
+    fraction of distinct completions per batch)."""
     per_step: dict[int, list[float]] = {}
     for r in runs:
         for e in _distinct_log(r) if source == "distinct" else r[source]:
@@ -230,15 +237,15 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
     colors = {arm: f"C{i}" for i, arm in enumerate(runs_by_arm)}
     for ax, source, key, title, smooth in panels:
         for arm, runs in runs_by_arm.items():
-            steps, values = _mean_curves(runs, source, key)
+            steps, values = mean_curves(runs, source, key)
             if steps:
-                ax.plot(steps, _smooth(values) if smooth else values, label=arm, color=colors[arm])
+                ax.plot(steps, moving_mean(values) if smooth else values, label=arm, color=colors[arm])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("GRPO step")
     ax = axes[0, 3]
     for arm, runs in runs_by_arm.items():
         for key, style in (("ladder/t_min", "-"), ("ladder/t_max", "--")):
-            steps, values = _mean_curves(runs, "log", key)
+            steps, values = mean_curves(runs, "log", key)
             if steps:
                 ax.plot(steps, values, style, color=colors[arm], label=arm if style == "-" else None)
     ax.set_title("ladder ends t_min (solid), t_max (dashed)", fontsize=10)
@@ -260,7 +267,7 @@ def plot_cell(name: str, runs_by_arm: dict[str, list[dict]], out: Path) -> Path:
     ax = axes[1, 3]
     if any("exploit_rate" in e for runs in runs_by_arm.values() for r in runs for e in r["curve"]):
         for arm, runs in runs_by_arm.items():
-            steps, values = _mean_curves(runs, "curve", "exploit_rate")
+            steps, values = mean_curves(runs, "curve", "exploit_rate")
             ax.plot(steps, values, marker="o", label=arm, color=colors[arm])
         ax.set_title("exploit rate (validation, greedy: reply ends on an operand)", fontsize=10)
         ax.set_xlabel("GRPO step")

@@ -24,7 +24,10 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..demo import DemoSettings
+from ..demos.common import demo_environment, exact_scores, greedy_accuracy, greedy_evaluation
+from ..demos.tiny import DemoSettings, grpo_common_args, warm_start
+from .arms import ARMS
+from .conditions import CONDITIONS, ConditionReward
 
 CURVE_SPLIT = "validation"  # accuracy and entropy over training; level selection
 REPORT_SPLIT = "test"  # evaluated once at the end of each grid run, for the reported numbers
@@ -91,55 +94,6 @@ class RunSpec:
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens: int) -> tuple[float, float]:
-    """Greedy accuracy on `dataset` and the policy's mean per-token entropy at temperature 1 along those completions.
-
-    The entropy is that of softmax(logits) (T = 1, whatever temperatures the arm samples at), averaged over the tokens
-    of each greedy completion up to and including its end-of-sequence token: a measure of how peaked the policy is
-    that is comparable between arms.
-    """
-    import torch
-
-    from ..kit.tasks import is_correct
-
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        with torch.no_grad():
-            encoded = tokenizer(list(dataset["prompt"]), return_tensors="pt", padding=True).to(model.device)
-            output = model.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
-    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    accuracy = sum(is_correct(t, a) for t, a in zip(texts, list(dataset["answer"]))) / len(texts)
-    total, count = completion_entropy(output.logits, tokens, tokenizer.eos_token_id)
-    return accuracy, total / count
-
-
-def completion_entropy(step_logits, tokens, eos_token_id: int) -> tuple[float, int]:
-    """(sum, count) of the per-token entropy of softmax(logits) at T = 1 over greedy completions, each up to and
-    including its first end-of-sequence token; `step_logits` is `generate(output_logits=True).logits`."""
-    import torch
-
-    logits = torch.stack(step_logits, dim=1).float()  # (B, steps, V)
-    entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
-    is_eos = tokens[:, : logits.shape[1]] == eos_token_id
-    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # positions after the first end-of-sequence token
-    mask = ~after_eos
-    return float((entropy * mask).sum()), int(mask.sum())
-
-
 def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
     from transformers import TrainerCallback
 
@@ -150,8 +104,9 @@ def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
             self.points: list[dict] = []
 
         def _measure(self, step, model):
-            accuracy, entropy = greedy_accuracy_and_entropy(model, tokenizer, dataset, max_new_tokens)
-            self.points.append({"step": step, "accuracy": accuracy, "entropy": entropy})
+            # One batch of the whole split; the entropy at T = 1 along the greedy completions, comparable between arms.
+            measured = greedy_evaluation(model, tokenizer, dataset, max_new_tokens, exact_scores, entropy=True)
+            self.points.append({"step": step, "accuracy": measured.accuracy, "entropy": measured.entropy})
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self._measure(0, model)
@@ -164,8 +119,10 @@ def _curve_callback(tokenizer, dataset, every: int, max_new_tokens: int):
 
 
 # ---------------------------------------------------------------------------------------------------- jobs
-def _datasets(settings: ExperimentSettings, seed: int):
-    from ..kit.tasks import reversal_dataset
+def tiny_datasets(settings: ExperimentSettings, seed: int):
+    """(train, validation, test) digit-reversal problems of the demo's sizes: train of `seed`, the same validation and
+    test problems for every seed."""
+    from ..kit.tasks import reversal_dataset  # datasets: not at start-up
 
     demo = settings.demo
     lengths = {"min_length": demo.min_length, "max_length": demo.max_length}
@@ -176,7 +133,7 @@ def _datasets(settings: ExperimentSettings, seed: int):
     return train, validation, test
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     """Write atomically: a run is finished only once its whole result file exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -188,19 +145,20 @@ class SettingsMismatch(ValueError):
     """A finished run or a cached warm start in the output directory was made with other settings than these."""
 
 
-def _differences(recorded: dict, expected: dict, there: str, prefix: str = "") -> list[str]:
+def setting_differences(recorded: dict, expected: dict, there: str, prefix: str = "") -> list[str]:
     """`key: value in {there}, value here` for each setting that differs (nested keys dotted)."""
     out = []
     for key in sorted(set(recorded) | set(expected), key=str):
         old, new = recorded.get(key), expected.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            out += _differences(old, new, there, f"{prefix}{key}.")
+            out += setting_differences(old, new, there, f"{prefix}{key}.")
         elif old != new:
             out.append(f"{prefix}{key}: {old} in {there}, {new} here")
     return out
 
 
 def warm_start_dir(root: Path, seed: int) -> Path:
+    """Where seed `seed`'s warm start is cached (`weights.pt`, `warmstart.json`)."""
     return root / "warmstart" / f"seed{seed}"
 
 
@@ -219,7 +177,7 @@ _WARM_START_FIELDS = (
 )
 
 
-def _warm_start_settings(settings: ExperimentSettings) -> dict:
+def warm_start_settings(settings: ExperimentSettings) -> dict:
     """The settings a warm start is built with, as warmstart.json records them (the GRPO ones do not matter)."""
     return json.loads(json.dumps({name: getattr(settings.demo, name) for name in _WARM_START_FIELDS}))
 
@@ -238,7 +196,7 @@ def check_warm_start(info_path: Path, settings: ExperimentSettings) -> dict:
             f"{info_path} records no settings (it was written before warm starts recorded them), so it cannot be "
             f"checked against these; {remedy}."
         )
-    differences = _differences(recorded, _warm_start_settings(settings), "the warm start")
+    differences = setting_differences(recorded, warm_start_settings(settings), "the warm start")
     if differences:
         raise SettingsMismatch(f"{directory} was built with other settings ({'; '.join(differences)}); {remedy}.")
     return info
@@ -254,13 +212,12 @@ def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads:
     import torch
     from transformers import set_seed
 
-    from ..demo import _demo_environment, greedy_accuracy, warm_start
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 
-    with _demo_environment(threads):
+    with demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, size="small", seed=seed)
-        train, validation, test = _datasets(settings, seed)
+        train, validation, test = tiny_datasets(settings, seed)
         set_seed(seed)
         sft = warm_start(model, tokenizer, train, validation, settings.demo, directory / "sft", seed)
         torch.save(model.state_dict(), directory / "weights.pt")
@@ -269,11 +226,11 @@ def warm_start_job(root: Path, seed: int, settings: ExperimentSettings, threads:
             "seed": seed,
             **sft,
             "validation_accuracy": greedy_accuracy(model, tokenizer, validation, max_new),
-            "settings": _warm_start_settings(settings),
+            "settings": warm_start_settings(settings),
         }
         if seed != settings.select_seed:
             info["test_accuracy"] = greedy_accuracy(model, tokenizer, test, max_new)
-    _write_json(info_path, info)
+    write_json(info_path, info)
     return info
 
 
@@ -286,7 +243,6 @@ def tiny_grpo_trainer(model, tokenizer, reward, train, validation, settings, dir
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ..config import GRPOExtConfig
-    from ..demo import grpo_common_args
     from ..trainer import GRPOExtTrainer
 
     demo = settings.demo
@@ -311,17 +267,15 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
     import torch
     from transformers import set_seed
 
-    from ..demo import _demo_environment, greedy_accuracy
     from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
-    from .conditions import ConditionReward
 
     demo = settings.demo
     start = time.perf_counter()
-    with _demo_environment(threads):
+    with demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, size="small", seed=spec.seed)
         model.load_state_dict(torch.load(warm_start_dir(root, spec.seed) / "weights.pt", weights_only=True))
-        train, validation, test = _datasets(settings, spec.seed)
+        train, validation, test = tiny_datasets(settings, spec.seed)
         reward = ConditionReward(spec.condition, spec.level, demo.num_generations, spec.seed)
         trainer, curve = tiny_grpo_trainer(
             model, tokenizer, reward, train, validation, settings, directory, spec.seed, **spec.arm_config
@@ -347,8 +301,8 @@ def run_job(root: Path, spec: RunSpec, settings: ExperimentSettings, group: str 
             split = {"test": test, "validation": validation}[spec.split]
             result[f"{spec.split}_accuracy"] = greedy_accuracy(model, tokenizer, split, demo.max_completion_length)
     result["seconds"] = time.perf_counter() - start
-    result["settings"] = _fingerprint(settings)
-    _write_json(result_path, result)
+    result["settings"] = settings_fingerprint(settings)
+    write_json(result_path, result)
     return result
 
 
@@ -361,8 +315,6 @@ def grid_specs(
     The arms of the fixed table (`arms.ARMS`) come first; arms that join later (the closed-loop ladder) after them, so
     a grid cut short misses whole runs of the newest arm rather than a seed of every arm.
     """
-    from .arms import ARMS
-
     order = [name for name in arms if name in ARMS] + [name for name in arms if name not in ARMS]
     return [
         RunSpec(condition, levels.get(condition), arm, arms[arm], seed)
@@ -373,14 +325,14 @@ def grid_specs(
     ]
 
 
-def _fingerprint(settings) -> dict:
+def settings_fingerprint(settings) -> dict:
     """The settings that shape a run (not the list of seeds, which only says which runs the grid holds)."""
     data = json.loads(json.dumps(asdict(settings) if is_dataclass(settings) else settings))
     data.pop("seeds", None)
     return data
 
 
-def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None = None) -> bool:
+def run_finished(path: Path, settings: ExperimentSettings, arm_config: dict | None = None) -> bool:
     """Whether a run's result exists; one written with other settings or another arm config, or one that records no
     settings, is an error, not a silent mix."""
     if not path.exists():
@@ -392,10 +344,10 @@ def _finished(path: Path, settings: ExperimentSettings, arm_config: dict | None 
             f"{path} records no settings, so it cannot be checked against these; use another `--output-dir` for "
             f"these settings, or delete {path.parent} to train the run again."
         )
-    if _fingerprint(recorded) != _fingerprint(settings):
+    if settings_fingerprint(recorded) != settings_fingerprint(settings):
         raise SettingsMismatch(
             f"{path} was written with other settings ({recorded}); use another `--output-dir` for these settings "
-            f"({_fingerprint(settings)})."
+            f"({settings_fingerprint(settings)})."
         )
     if arm_config is not None and json.loads(json.dumps(arm_config)) != result.get("arm_config"):
         raise SettingsMismatch(
@@ -411,7 +363,7 @@ def mismatch(result: dict, settings: ExperimentSettings, arm_config: dict) -> st
     if recorded is None:
         differences = ["settings: none recorded in the run"]
     else:
-        differences = _differences(_fingerprint(recorded), _fingerprint(settings), "the run")
+        differences = setting_differences(settings_fingerprint(recorded), settings_fingerprint(settings), "the run")
     arm = json.loads(json.dumps(arm_config))
     if result.get("arm_config") != arm:
         differences.append(f"arm config: {result.get('arm_config')} in the run, {arm} here")
@@ -450,7 +402,9 @@ def execute(root: Path, settings, specs: list[RunSpec], workers: int, group: str
     complete = {path: path.exists() and task.start_complete(task.check_start(path, settings)) for path in starts}
     todo_warm = [seed for path, seed in starts.items() if not complete[path]]
     todo = [
-        spec for spec in specs if not _finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
+        spec
+        for spec in specs
+        if not run_finished(spec.directory(root, group) / "result.json", settings, spec.arm_config)
     ]
     done = [json.loads((s.directory(root, group) / "result.json").read_text()) for s in specs if s not in todo]
     yield from done
@@ -489,8 +443,6 @@ def _quiet_worker() -> None:
 
 
 def _tiny_candidate_levels() -> dict:
-    from .conditions import CONDITIONS
-
     return {name: c.candidate_levels for name, c in CONDITIONS.items() if c.candidate_levels}
 
 

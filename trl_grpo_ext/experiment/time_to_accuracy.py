@@ -50,6 +50,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .. import kit
+from ..demos.common import greedy_evaluation, last_number_scores
+from ..demos.real import real_demo_reward, real_grpo_args, real_lora
 from .runner import SettingsMismatch
 from .stats import mean_se, paired_difference, t975, verdict
 
@@ -192,7 +195,7 @@ class Arm:
         description (`str`): one line for the report.
         plain (`bool`): plain `trl.GRPOTrainer` / `trl.GRPOConfig` at TRL's defaults; else `GRPOExtTrainer` with
             `options`.
-        options (`dict`): `GRPOExtConfig` fields on top of the shared GRPO arguments (`real_demo.real_grpo_args`).
+        options (`dict`): `GRPOExtConfig` fields on top of the shared GRPO arguments (`demos.real.real_grpo_args`).
         group_size (`int | None`): K of the arm at the same completion budget per step (`prompts_per_step x
             num_generations` of the settings: budget / K prompts per step); `None`: the settings' K and prompts.
     """
@@ -738,14 +741,17 @@ def evaluate_greedy(model, tokenizer, dataset, settings: TimeToAccuracySettings)
     import numpy
     import torch
 
-    from ..real_demo import greedy_chat_accuracy
-
     states = torch.get_rng_state(), random.getstate(), numpy.random.get_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
-        return greedy_chat_accuracy(
-            model, tokenizer, dataset, max_new_tokens=settings.eval_max_new_tokens, batch_size=settings.eval_batch_size
-        )
+        return greedy_evaluation(
+            model,
+            tokenizer,
+            dataset,
+            settings.eval_max_new_tokens,
+            last_number_scores,
+            batch_size=settings.eval_batch_size,
+        ).accuracy
     finally:
         torch.set_rng_state(states[0])
         random.setstate(states[1])
@@ -780,8 +786,6 @@ def build_trainer(
 ):
     """The trainer of run (arm `name`, `seed`): LoRA GRPO from `model_path` with the real demo's GRPO arguments and
     reward (`real_demo_reward()`: plain TRL calls it as one function, GRPOExtTrainer expands its objectives)."""
-    from ..real_demo import real_demo_reward, real_grpo_args, real_lora
-
     check_arm(settings, name, arms)
     arm = _arm(name, arms)
     prompts, k = arm_shape(settings, name, arms)
@@ -822,7 +826,6 @@ def run_one(
     returns the result. The caller holds the run's lock (`claim_run`)."""
     from transformers import AutoTokenizer, TrainerCallback, set_seed
 
-    from ..kit import resolve_model_path
     from ..kit.tasks import chat_addition_dataset
 
     result_path, _ = run_paths(root, name, seed)
@@ -834,7 +837,7 @@ def run_one(
     reset = _reset_peak_rss()
     started = time.time()
     with _quiet_environment(settings.threads):
-        model_path = resolve_model_path(settings.model)
+        model_path = kit.resolve_model_path(settings.model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         train = chat_addition_dataset(settings.num_train, seed=seed, split="train")
         validation = chat_addition_dataset(settings.num_validation, seed=0, split="validation")

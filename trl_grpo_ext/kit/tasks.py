@@ -10,7 +10,7 @@ never a training problem:
   dataset preset of the CLI uses it. (Two two-digit operands take a ~1 M-parameter model far longer to learn than a
   demo can wait.)
 - `reversal_dataset`: reverse a string of 3 to 7 digits 1-9 ("rev 58213=" -> "31285"); millions of problems. The
-  demo uses it: its errors are near misses that GRPO corrects within minutes on a CPU (see `trl_grpo_ext.demo`).
+  demo uses it: its errors are near misses that GRPO corrects within minutes on a CPU (see `trl_grpo_ext.demos.tiny`).
 
 Both answers are numbers written with digits only, so the `accuracy` objective (last number of the completion) and
 the exact check `is_correct` agree on a completion that is only digits.
@@ -214,7 +214,9 @@ def chat_addition_dataset(num_examples: int, seed: int, split: str = "train") ->
     split = _check_split(split)
     pool = list(_chat_addition_problems(split))
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or not 1 <= num_examples <= len(pool):
-        raise ValueError(f"`num_examples` should be an integer in [1, {len(pool)}] for split {split!r}, got {num_examples!r}.")
+        raise ValueError(
+            f"`num_examples` should be an integer in [1, {len(pool)}] for split {split!r}, got {num_examples!r}."
+        )
     random.Random(f"chat-addition-{split}-{seed}").shuffle(pool)
     rows = pool[:num_examples]
     return Dataset.from_dict(

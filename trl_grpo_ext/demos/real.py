@@ -16,11 +16,23 @@ the same weighted sum) and hyper-parameters, at TRL's defaults (temperature 1.0,
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .. import kit
+from ..report import write_report
+from .common import (
+    common_training_args,
+    demo_environment,
+    final_objectives,
+    greedy_evaluation,
+    grpo_arm,
+    last_number_scores,
+    print_table,
+    quiet_trainer,
+)
 
 MODEL = "smollm2:135m-instruct"
 JUST_THE_NUMBER = r"^\s*-?\d+\s*\Z"
@@ -59,58 +71,9 @@ QUICK = RealDemoSettings(  # the CI size: every phase runs, in about a minute
 )
 
 
-def greedy_chat_replies(
-    model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100, entropy: bool = False
-) -> tuple[list[str], float | None]:
-    """The greedy replies to the chat `prompt`s of `dataset` (batched, left-padded, through the tokenizer's chat
-    template) and, with `entropy=True`, the policy's mean per-token entropy at T = 1 along them (else `None`)."""
-    import torch
-
-    from .experiment.runner import completion_entropy
-
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    texts, entropy_sum, entropy_count = [], 0.0, 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                rows = dataset[start : start + batch_size]
-                encoded = tokenizer.apply_chat_template(
-                    rows["prompt"], add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
-                ).to(model.device)
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    output_logits=entropy,
-                    return_dict_in_generate=True,
-                )
-                tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
-                texts += tokenizer.batch_decode(tokens, skip_special_tokens=True)
-                if entropy:
-                    total, count = completion_entropy(output.logits, tokens, tokenizer.eos_token_id)
-                    entropy_sum, entropy_count = entropy_sum + total, entropy_count + count
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return texts, (entropy_sum / max(entropy_count, 1) if entropy else None)
-
-
-def greedy_chat_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 100) -> float:
-    """Fraction of `dataset` rows (chat `prompt`, `answer`) whose greedy reply's last number is the answer (the
-    `accuracy` objective's rule)."""
-    from .rewards import accuracy
-
-    texts, _ = greedy_chat_replies(model, tokenizer, dataset, max_new_tokens, batch_size)
-    return sum(accuracy(None, texts, answer=list(dataset["answer"]))) / len(dataset)
-
-
 def real_demo_reward():
     """0.8 x `accuracy` (the reply's last number is the sum) + 0.2 x `just_the_number` (nothing but the number)."""
-    from .rewards import WeightedReward, accuracy, format_objective
+    from ..rewards import WeightedReward, accuracy, format_objective
 
     return WeightedReward(
         {"accuracy": accuracy, "just_the_number": format_objective(JUST_THE_NUMBER, name="just_the_number")},
@@ -121,10 +84,8 @@ def real_demo_reward():
 def real_grpo_args(settings, output_dir: Path, seed: int, logging_steps: int) -> dict:
     """The GRPO arguments of a real-model run (the demo's, the experiment's): `settings` has `grpo_steps`,
     `prompts_per_step`, `num_generations`, `learning_rate` and `max_completion_length`; constant lr, beta 0."""
-    from .demo import _common_args
-
     return dict(
-        **_common_args(output_dir, seed),
+        **common_training_args(output_dir, seed),
         max_steps=settings.grpo_steps,
         per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
         num_generations=settings.num_generations,
@@ -147,8 +108,6 @@ def real_lora(settings):
 
 def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_dir: Path, seed: int, plain: bool):
     """LoRA GRPO from the base checkpoint: `GRPOExtTrainer` (ladder + rank + objectives) or plain `trl.GRPOTrainer`."""
-    from .demo import _quiet_trainer, grpo_arm
-
     common = real_grpo_args(settings, output_dir, seed, settings.logging_steps)
     # The exact speed options (docs/speed.md): the same math as TRL's path, in a fraction of the time.
     args, trainer_cls, description = grpo_arm(
@@ -158,7 +117,7 @@ def train_real_grpo(model_path: str, train, settings: RealDemoSettings, output_d
     trainer = trainer_cls(
         model=model_path, reward_funcs=real_demo_reward(), args=args, train_dataset=train, peft_config=lora
     )
-    _quiet_trainer(trainer, description)
+    quiet_trainer(trainer, description)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -173,22 +132,28 @@ def run_real_demo(
     """Run the real-model demo; returns the summary dict it also writes to `output_dir/summary.json`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from .demo import _demo_environment, _final_objectives, _print_table
-    from .kit import resolve_model_path
-    from .kit.tasks import chat_addition_dataset
+    from ..kit.tasks import chat_addition_dataset
 
     settings = QUICK if quick else FULL
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     total_start, cpu_start = time.perf_counter(), time.process_time()
-    with _demo_environment(threads):
-        model_path = resolve_model_path(MODEL)
+    with demo_environment(threads):
+        model_path = kit.resolve_model_path(MODEL)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         train = chat_addition_dataset(settings.num_train, seed=seed, split="train")
         heldout = chat_addition_dataset(settings.num_heldout, seed=0, split="test")
-        evaluate = functools.partial(
-            greedy_chat_accuracy, max_new_tokens=settings.eval_max_new_tokens, batch_size=settings.eval_batch_size
-        )
+
+        def evaluate(model, tokenizer, dataset) -> float:
+            return greedy_evaluation(
+                model,
+                tokenizer,
+                dataset,
+                settings.eval_max_new_tokens,
+                last_number_scores,
+                batch_size=settings.eval_batch_size,
+            ).accuracy
+
         base = AutoModelForCausalLM.from_pretrained(model_path)
         print(
             f"task: {train[0]['prompt'][0]['content']!r} -> {train[0]['answer']} (two-digit operands); "
@@ -217,12 +182,10 @@ def run_real_demo(
                 "eval_seconds": time.perf_counter() - start,
                 "train_seconds": seconds,
                 "steps": trainer.state.global_step,
-                "final_rewards": _final_objectives(trainer),
+                "final_rewards": final_objectives(trainer),
                 "output_dir": str(run_dir),
             }
             del trainer, model
-
-    from .report import write_report
 
     report_files = [str(p) for arm in runs.values() for p in write_report(arm["output_dir"])]
     ext = runs[names["ext"]]
@@ -246,7 +209,7 @@ def run_real_demo(
         "report_files": report_files,
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _print_table({**summary, "sft_steps": 0, "sft_seconds": 0.0}, first_row="base model (no warm start)")
+    print_table({**summary, "sft_steps": 0, "sft_seconds": 0.0}, first_row="base model (no warm start)")
     print("plots:")
     for path in report_files:
         if path.endswith(".png"):

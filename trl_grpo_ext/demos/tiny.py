@@ -1,4 +1,4 @@
-"""`trl-grpo-ext demo`: GRPO lifts a ~1 M-parameter model's held-out accuracy, offline, in about two minutes on a CPU.
+"""`trl-grpo-ext demo` (the tiny demo): GRPO lifts a ~1 M-parameter model's held-out accuracy, offline, in about two minutes on a CPU.
 
     trl-grpo-ext demo [--output-dir DIR] [--compare] [--closed-loop] [--quick] [--seed N]
 
@@ -32,16 +32,22 @@ The last line printed states the held-out result, e.g.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
 import json
-import os
-import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..report import write_report
+from .common import (
+    common_training_args,
+    demo_environment,
+    final_objectives,
+    greedy_accuracy,
+    grpo_arm,
+    print_table,
+    quiet_trainer,
+)
 
 DEFAULT_OUTPUT_DIR = "runs/demo"
 FORMAT_PATTERN = r"^\d+\Z"  # digits only: what `tasks.is_correct` accepts, so the format objective teaches it
@@ -78,143 +84,42 @@ FULL = DemoSettings()
 QUICK = DemoSettings(grpo_steps=50, logging_steps=5)
 
 
-# ---------------------------------------------------------------------------------------------------- evaluation
-def greedy_accuracy(model, tokenizer, dataset, max_new_tokens: int, batch_size: int = 256) -> float:
-    """
-    Fraction of `dataset` rows whose greedy completion `tasks.is_correct`; batched, left-padded generation.
-
-    Args:
-        model (`PreTrainedModel`): a causal LM.
-        tokenizer (`PreTrainedTokenizerBase`): its tokenizer; padding side is forced to the left.
-        dataset (`datasets.Dataset`): columns `prompt` (text) and `answer`.
-        max_new_tokens (`int`): generation budget per prompt.
-        batch_size (`int`, *optional*, defaults to 256): prompts per `generate` call.
-    """
-    import torch
-
-    from .kit.tasks import is_correct
-
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    correct = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                rows = dataset[start : start + batch_size]
-                encoded = tokenizer(rows["prompt"], return_tensors="pt", padding=True).to(model.device)
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-                correct += sum(is_correct(text, answer) for text, answer in zip(texts, rows["answer"]))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return correct / len(dataset)
-
-
+# ---------------------------------------------------------------------------------------------------- reward
 def demo_reward():
     """The demo's `WeightedReward`: 0.9 x `accuracy` (last number equals `answer`) + 0.1 x `format` (digits only)."""
-    from .rewards import WeightedReward, accuracy, format_objective
+    from ..rewards import WeightedReward, accuracy, format_objective
 
     return WeightedReward(
         {"accuracy": accuracy, "format": format_objective(FORMAT_PATTERN, name="format")}, weights=OBJECTIVE_WEIGHTS
     )
 
 
-# ---------------------------------------------------------------------------------------------------- callbacks
-def _callbacks():
-    """TrainerCallback classes, built on first use so that importing this module stays cheap."""
-    from tqdm.auto import tqdm
+# ---------------------------------------------------------------------------------------------------- warm start
+def stop_at_accuracy(tokenizer, dataset, target: float, every: int, max_new_tokens: int):
+    """A `TrainerCallback` that stops training once greedy accuracy on a (validation) dataset reaches `target`,
+    checked every `every` steps and at the last step; `.accuracy` is the last measured, `.history` every
+    `(step, accuracy)`."""
     from transformers import TrainerCallback
 
-    class ProgressBar(TrainerCallback):
-        """One tqdm bar per phase, with the latest reward (GRPO) or loss (SFT) as postfix; no log dicts printed."""
-
-        def __init__(self, description: str):
-            self.description = description
-            self.bar = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = tqdm(total=state.max_steps, desc=self.description, unit="step", dynamic_ncols=True)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            keys = ("reward", "rewards/accuracy/mean") if "reward" in logs else ("loss",)
-            shown = {k.split("/")[-2] if "/" in k else k: f"{logs[k]:.3f}" for k in keys if k in logs}
-            if self.bar is not None and shown:
-                self.bar.set_postfix(shown)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.bar is not None:
-                self.bar.close()
-
     class StopAtAccuracy(TrainerCallback):
-        """Stop training once greedy accuracy on a (validation) dataset reaches `target`; checked every `every` steps."""
-
-        def __init__(self, tokenizer, dataset, target: float, every: int, max_new_tokens: int):
-            self.tokenizer, self.dataset, self.target, self.every = tokenizer, dataset, target, every
-            self.max_new_tokens = max_new_tokens
+        def __init__(self):
             self.accuracy = None
             self.history: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
-                self.accuracy = greedy_accuracy(model, self.tokenizer, self.dataset, self.max_new_tokens)
+            if state.global_step % every == 0 or state.global_step >= state.max_steps:
+                self.accuracy = greedy_accuracy(model, tokenizer, dataset, max_new_tokens)
                 self.history.append((state.global_step, self.accuracy))
-                if self.accuracy >= self.target:
+                if self.accuracy >= target:
                     control.should_training_stop = True
 
-    return ProgressBar, StopAtAccuracy
-
-
-def _quiet_trainer(trainer, description: str):
-    """Swap the Trainer's log-printing callbacks for one compact progress bar."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    progress_bar, _ = _callbacks()
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(progress_bar(description))
-    return trainer
-
-
-# ---------------------------------------------------------------------------------------------------- phases
-def _common_args(output_dir: Path, seed: int) -> dict:
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    # TRL's configs turn checkpointing on by default: a 0.8 M-parameter model saves no memory worth the recompute.
-    # Newer transformers call it `activation_checkpointing` and warn about the old name.
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    return dict(
-        output_dir=str(output_dir),
-        use_cpu=True,
-        bf16=False,  # TRL's configs default to bf16; on a CPU it is slower and only adds rounding
-        **{checkpointing: False},
-        report_to="none",
-        save_strategy="no",
-        seed=seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
+    return StopAtAccuracy()
 
 
 def warm_start(model, tokenizer, train, validation, settings: DemoSettings, output_dir: Path, seed: int) -> dict:
     """Supervised fine-tuning with `trl.SFTTrainer` until the validation accuracy reaches the target."""
     from trl import SFTConfig, SFTTrainer
 
-    _, stop_at_accuracy = _callbacks()
     stopper = stop_at_accuracy(
         tokenizer,
         validation,
@@ -223,7 +128,7 @@ def warm_start(model, tokenizer, train, validation, settings: DemoSettings, outp
         settings.max_completion_length,
     )
     args = SFTConfig(
-        **_common_args(output_dir, seed),
+        **common_training_args(output_dir, seed),
         max_steps=settings.sft_max_steps,
         per_device_train_batch_size=settings.sft_batch_size,
         learning_rate=settings.sft_learning_rate,
@@ -235,7 +140,7 @@ def warm_start(model, tokenizer, train, validation, settings: DemoSettings, outp
     sft_data = train.map(lambda row: {"completion": row["answer"]}, remove_columns=["answer"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_data, processing_class=tokenizer)
     trainer.add_callback(stopper)
-    _quiet_trainer(trainer, f"SFT warm start (until {settings.sft_target_accuracy:.0%} validation accuracy)")
+    quiet_trainer(trainer, f"SFT warm start (until {settings.sft_target_accuracy:.0%} validation accuracy)")
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -249,30 +154,10 @@ def warm_start(model, tokenizer, train, validation, settings: DemoSettings, outp
     }
 
 
-def grpo_arm(common: dict, plain: bool, temperature_range, **ext_options):
-    """`(args, trainer class, progress-bar label)` of one demo arm: plain `trl.GRPOTrainer` at TRL's defaults, or
-    `GRPOExtTrainer` with the linear ladder over `temperature_range` and rank advantages (plus `ext_options`)."""
-    if plain:
-        from trl import GRPOConfig, GRPOTrainer
-
-        return GRPOConfig(**common), GRPOTrainer, "GRPO trl.GRPOTrainer"
-    from .config import GRPOExtConfig
-    from .trainer import GRPOExtTrainer
-
-    args = GRPOExtConfig(
-        **common,
-        temperature_schedule="linear",
-        temperature_range=list(temperature_range),
-        advantage_estimator="rank",
-        **ext_options,
-    )
-    return args, GRPOExtTrainer, "GRPO GRPOExtTrainer"
-
-
 def grpo_common_args(settings: DemoSettings, output_dir: Path, seed: int, **overrides) -> dict:
     """The demo's GRPO settings as config keyword arguments (`overrides` win: e.g. `max_steps`, `logging_steps`)."""
     return {
-        **_common_args(output_dir, seed),
+        **common_training_args(output_dir, seed),
         "max_steps": settings.grpo_steps,
         "per_device_train_batch_size": settings.grpo_batch_size,
         "num_generations": settings.num_generations,
@@ -308,60 +193,13 @@ def train_grpo(
     trainer = trainer_cls(
         model=model, reward_funcs=demo_reward(), args=args, train_dataset=train, processing_class=tokenizer
     )
-    _quiet_trainer(trainer, description)
+    quiet_trainer(trainer, description)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     trainer.save_state()  # trainer_state.json, for `trl-grpo-ext report`
     trainer.save_model()
     return trainer, seconds
-
-
-@contextlib.contextmanager
-def _demo_environment(threads: int):
-    """`threads` intra-op threads and quiet libraries, all restored after.
-
-    One thread by default: on a shared CPU a second thread mostly waits (a training step of the demo model took 7x
-    longer with two threads while other jobs ran; 1.6x shorter on an idle 2-core machine).
-    """
-    import torch
-    import transformers
-    from datasets.utils import logging as datasets_logging
-
-    saved_threads = torch.get_num_threads()
-    saved_verbosity = transformers.logging.get_verbosity()
-    bars = [
-        (datasets_logging.is_progress_bar_enabled(), datasets_logging),
-        (transformers.utils.logging.is_progress_bar_enabled(), transformers.utils.logging),
-    ]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(threads)
-    transformers.logging.set_verbosity_error()
-    for _, module in bars:
-        module.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            # Deprecation notices of the libraries (e.g. TRL calling renamed transformers methods) say nothing
-            # about the demo; they would only bury its output.
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        torch.set_num_threads(saved_threads)
-        transformers.logging.set_verbosity(saved_verbosity)
-        for enabled, module in bars:
-            if enabled:
-                module.enable_progress_bar()
-
-
-def _final_objectives(trainer) -> dict[str, float]:
-    """Last logged value of `reward` and each `rewards/{name}/mean`."""
-    last = {}
-    for entry in trainer.state.log_history:
-        for key, value in entry.items():
-            if key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")):
-                last[key] = value
-    return last
 
 
 def run_demo(
@@ -376,8 +214,8 @@ def run_demo(
     """Run the demo; returns the summary dict it also writes to `output_dir/summary.json`."""
     from transformers import set_seed
 
-    from .kit.tasks import reversal_dataset
-    from .kit.tiny import build_tiny_model, build_tiny_tokenizer
+    from ..kit.tasks import reversal_dataset
+    from ..kit.tiny import build_tiny_model, build_tiny_tokenizer
 
     settings = QUICK if quick else FULL
     output_dir = Path(output_dir)
@@ -385,7 +223,7 @@ def run_demo(
     total_start = time.perf_counter()
     cpu_start = time.process_time()
 
-    with _demo_environment(threads):
+    with demo_environment(threads):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(tokenizer, size="small", seed=seed)
         lengths = {"min_length": settings.min_length, "max_length": settings.max_length}
@@ -424,7 +262,7 @@ def run_demo(
                 "validation_accuracy_after": evaluate(model, tokenizer, validation),
                 "train_seconds": train_seconds,
                 "steps": trainer.state.global_step,
-                "final_rewards": _final_objectives(trainer),
+                "final_rewards": final_objectives(trainer),
                 "output_dir": str(grpo_dir),
             }
         }
@@ -441,7 +279,7 @@ def run_demo(
                 "validation_accuracy_after": evaluate(warm_model, tokenizer, validation),
                 "train_seconds": plain_seconds,
                 "steps": plain_trainer.state.global_step,
-                "final_rewards": _final_objectives(plain_trainer),
+                "final_rewards": final_objectives(plain_trainer),
                 "output_dir": str(plain_dir),
             }
 
@@ -458,11 +296,9 @@ def run_demo(
                 "validation_accuracy_after": evaluate(loop_model, tokenizer, validation),
                 "train_seconds": loop_seconds,
                 "steps": loop_trainer.state.global_step,
-                "final_rewards": _final_objectives(loop_trainer),
+                "final_rewards": final_objectives(loop_trainer),
                 "output_dir": str(loop_dir),
             }
-
-    from .report import write_report
 
     report_files = [str(path) for path in write_report(grpo_dir)]
     if compare:
@@ -493,7 +329,7 @@ def run_demo(
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
-    _print_table(summary)
+    print_table(summary)
     print("plots:")
     for path in report_files:
         if path.endswith(".png"):
@@ -504,87 +340,3 @@ def run_demo(
         f"after {summary['steps']} GRPO steps"
     )
     return summary
-
-
-def _print_table(summary: dict, first_row: str = "SFT warm start") -> None:
-    before = summary["heldout_accuracy_before"]
-    rows = [(first_row, summary["sft_steps"], summary["sft_seconds"], before, "")]
-    for name, run in summary["runs"].items():
-        gain = 100 * (run["heldout_accuracy_after"] - before)
-        rows.append((f"+ GRPO: {name}", run["steps"], run["train_seconds"], run["heldout_accuracy_after"], gain))
-    width = max(len(row[0]) for row in rows)
-    print(f"\n{'phase':<{width}}  {'steps':>5}  {'seconds':>7}  {'held-out acc':>12}  {'gain':>11}")
-    for name, steps, seconds, accuracy, gain in rows:
-        gain_text = f"{gain:+.1f} points" if gain != "" else ""
-        print(f"{name:<{width}}  {steps:>5}  {seconds:>7.1f}  {accuracy:>12.1%}  {gain_text:>11}")
-    for name, run in summary["runs"].items():
-        rewards = ", ".join(f"{key} {value:.3f}" for key, value in run["final_rewards"].items())
-        print(f"last logged rewards, {name}: {rewards}")
-    print(
-        f"held-out: {summary['heldout_size']} test problems, greedy decoding; total time {summary['total_seconds']:.0f} s "
-        f"({summary['cpu_seconds']:.0f} s CPU, {summary['threads']} torch thread(s))\n"
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`trl-grpo-ext demo [--output-dir DIR] [--compare] [--closed-loop] [--quick] [--seed N]`; returns the exit
-    status."""
-    parser = argparse.ArgumentParser(
-        prog="trl-grpo-ext demo",
-        description="Offline demo: SFT warm start, then GRPO with the temperature ladder, rank advantages and named "
-        "objectives on a tiny digit-reversal task; held-out accuracy before and after.",
-    )
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"default: {DEFAULT_OUTPUT_DIR}")
-    parser.add_argument(
-        "--model",
-        default="tiny:small",
-        choices=["tiny:small", "smollm2:135m-instruct"],
-        help="tiny:small (default): the fast tiny-kit demo; smollm2:135m-instruct: LoRA GRPO on the real pretrained "
-        "model of the kit (two-digit addition in chat form, ~10 minutes on 2 cores; see docs/demo.md)",
-    )
-    parser.add_argument("--compare", action="store_true", help="also train plain trl.GRPOTrainer and compare")
-    parser.add_argument(
-        "--closed-loop",
-        action="store_true",
-        help="also train with the closed-loop ladder (temperature_control='zero_std') from the same warm start",
-    )
-    parser.add_argument(
-        "--closed-loop-target",
-        type=float,
-        default=None,
-        help="temperature_control_target of the --closed-loop arm (default: GRPOExtConfig's)",
-    )
-    parser.add_argument("--quick", action="store_true", help="CI size: a short GRPO phase (under a minute in all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data order and sampling")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default 1 for the tiny demo, 2 for the real model; 2 is faster on an idle "
-        "2-core CPU)",
-    )
-    args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"`--threads` should be >= 1, got {args.threads}.")
-    if args.model != "tiny:small":
-        if args.closed_loop or args.closed_loop_target is not None:
-            parser.error("`--closed-loop` runs with the tiny demo only (`--model tiny:small`).")
-        from .real_demo import run_real_demo
-
-        output_dir = args.output_dir if args.output_dir != DEFAULT_OUTPUT_DIR else f"{DEFAULT_OUTPUT_DIR}-smollm2"
-        run_real_demo(output_dir, compare=args.compare, quick=args.quick, seed=args.seed, threads=args.threads or 2)
-        return 0
-    run_demo(
-        args.output_dir,
-        compare=args.compare,
-        quick=args.quick,
-        seed=args.seed,
-        threads=args.threads or 1,
-        closed_loop=args.closed_loop,
-        control_target=args.closed_loop_target,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

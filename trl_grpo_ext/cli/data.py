@@ -28,6 +28,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, IterableDataset
 
+from ..kit import tasks
+
 DATASET_PRESETS = ("gsm8k", "prompt_answer", "arithmetic", "chat_addition")
 GENERATED_PRESETS = ("arithmetic", "chat_addition")  # made offline by `generated_splits`, no dataset to load
 GSM8K_DATASET = ("openai/gsm8k", "main")
@@ -149,9 +151,7 @@ def apply_preset(
 def generated_splits(preset: str, num_examples: int, seed: int, with_test: bool) -> DatasetDict:
     """An offline task of `trl_grpo_ext.kit.tasks` (`arithmetic` or `chat_addition`): a `train` split of
     `num_examples` rows (and a `test` split of a quarter of that if asked)."""
-    from .kit.tasks import arithmetic_dataset, chat_addition_dataset
-
-    make = {"arithmetic": arithmetic_dataset, "chat_addition": chat_addition_dataset}[preset]
+    make = {"arithmetic": tasks.arithmetic_dataset, "chat_addition": tasks.chat_addition_dataset}[preset]
     splits = {"train": make(num_examples=num_examples, seed=seed, split="train")}
     if with_test:
         splits["test"] = make(num_examples=max(num_examples // 4, 1), seed=seed, split="test")

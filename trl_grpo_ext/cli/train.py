@@ -1,15 +1,14 @@
-"""The `trl-grpo-ext` command line (also `python -m trl_grpo_ext`).
+"""`trl-grpo-ext train`: train from a recipe, in this process.
 
     trl-grpo-ext train --config recipes/tiny/cpu-offline.yaml [--key value ...] [--dry-run]
-    trl-grpo-ext tiny --output-dir DIR [--size tiny|small|50m]
-    trl-grpo-ext demo|report|bench|experiment ...
 
 `train` reads the recipe format of `trl grpo`: TRL's `TrlParser` over the same dataclasses as TRL's GRPO script
 (`GRPOScriptArguments`, the config, `ModelConfig`, `DatasetMixtureConfig`), with `GRPOExtConfig` in place of
-`GRPOConfig`, plus `ExtScriptArguments` (dataset presets, system prompt). A `trl grpo` recipe therefore runs unchanged;
-our keys are optional. Unlike `trl grpo`, training runs in this process, so it composes with any launcher
-(`accelerate launch -m trl_grpo_ext train ...`, `torchrun -m trl_grpo_ext train ...`); a recipe that names launcher
-settings (`accelerate_config`, `num_processes`, ...) is relaunched through `accelerate launch`, as `trl grpo` does.
+`GRPOConfig`, plus `ExtScriptArguments` (dataset presets of `cli.data`, system prompt). A `trl grpo` recipe therefore
+runs unchanged; our keys are optional. Unlike `trl grpo`, training runs in this process, so it composes with any
+launcher (`accelerate launch -m trl_grpo_ext train ...`, `torchrun -m trl_grpo_ext train ...`); a recipe that names
+launcher settings (`accelerate_config`, `num_processes`, ...) is relaunched through `accelerate launch`, as
+`trl grpo` does.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import importlib
 import os
 import subprocess
 import sys
@@ -25,26 +23,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from . import __version__
-from .data import DATASET_PRESETS, GENERATED_PRESETS, GSM8K_DATASET
-from .loading import load_callable
+from .. import kit
+from ..loading import load_callable
+from .data import DATASET_PRESETS, GENERATED_PRESETS, GSM8K_DATASET, apply_preset, generated_splits
 
 # Set in the environment of a process we relaunched, so it does not relaunch again.
 _LAUNCHED_ENV = "TRL_GRPO_EXT_LAUNCHED"
 _DRY_RUN_FLAGS = ("--dry-run", "--dry_run")
-_DISPATCHED = {
-    "demo": "Run the offline demo (trl_grpo_ext.demo)",
-    "report": "Write a report of finished runs (trl_grpo_ext.report)",
-    "bench": "Run the benchmarks (trl_grpo_ext.bench)",
-    "experiment": "Run the controlled ablations (trl_grpo_ext.experiment)",
-    "preference-experiment": "Run the online reward model over-optimisation experiment (trl_grpo_ext.experiment.preference)",
-    "time-to-accuracy": "Measure held-out accuracy against training time per GRPO arm on the real model "
-    "(trl_grpo_ext.experiment.time_to_accuracy)",
-}
-_DISPATCHED_MODULES = {  # subcommands whose module is not their name
-    "preference-experiment": "experiment.preference",
-    "time-to-accuracy": "experiment.time_to_accuracy",
-}
 
 
 @dataclass
@@ -55,7 +40,7 @@ class ExtScriptArguments:
     Args:
         dataset_preset (`str`, *optional*):
             Maps the dataset to `prompt` + `answer` columns: `"gsm8k"`, `"prompt_answer"`, `"arithmetic"` or
-            `"chat_addition"` (both generated offline). See `trl_grpo_ext.data`. Unset: the dataset is used as loaded, like `trl grpo`.
+            `"chat_addition"` (both generated offline). See `trl_grpo_ext.cli.data`. Unset: the dataset is used as loaded, like `trl grpo`.
         system_prompt (`str`, *optional*):
             System message put before every prompt of a preset.
         conversational (`bool`, *optional*, defaults to `True`):
@@ -113,7 +98,7 @@ def make_train_parser(prog: str = "trl-grpo-ext train"):
     from trl import DatasetMixtureConfig, ModelConfig, TrlParser
     from trl.scripts.grpo import GRPOScriptArguments
 
-    from .config import GRPOExtConfig
+    from ..config import GRPOExtConfig
 
     class TrainParser(TrlParser):
         def error(self, message):
@@ -286,8 +271,6 @@ def _load_datasets(script_args, training_args, dataset_args, ext_args):
 
     want_eval = training_args.eval_strategy != "no"
     if ext_args.dataset_preset in GENERATED_PRESETS:
-        from .data import generated_splits
-
         num_examples = ext_args.dataset_num_examples or 256
         dataset = generated_splits(ext_args.dataset_preset, num_examples, training_args.seed, with_test=want_eval)
         train_split, test_split = "train", "test"
@@ -315,7 +298,6 @@ def _load_datasets(script_args, training_args, dataset_args, ext_args):
     train, test = dataset[train_split], (dataset[test_split] if want_eval else None)
     if ext_args.dataset_preset is None:
         return train, test
-    from .data import apply_preset
 
     def preset(split):
         return apply_preset(
@@ -344,7 +326,7 @@ def _device_map(quantization_config) -> dict[str, int] | None:
 def _ladder_summary(training_args) -> str:
     """The K temperatures of a group at step 0 (and at the last step when the ladder moves), as `group_ladder` gives
     them to the trainer."""
-    from .sampling import group_ladder
+    from ..sampling import group_ladder
 
     k = training_args.num_generations
     kwargs = dict(
@@ -413,13 +395,12 @@ def _setting(instances, key: str) -> Any:
 def _print_summary(parsed, launch: list[str], config: str | None, keys: list[str], notes: list[str]) -> None:
     from trl import get_peft_config, get_quantization_config
 
-    from .advantages import get_advantage_estimator
-    from .kit import is_kit_name
-    from .rewards import get_objective
+    from ..advantages import get_advantage_estimator
+    from ..rewards import get_objective
 
     script_args, training_args, model_args, dataset_args, ext_args = parsed
     model = model_args.model_name_or_path
-    where = "offline model kit, built locally on first use" if is_kit_name(model) else "Hub id or local path"
+    where = "offline model kit, built locally on first use" if kit.is_kit_name(model) else "Hub id or local path"
     peft, quant = get_peft_config(model_args), get_quantization_config(model_args)
     if ext_args.dataset_preset in GENERATED_PRESETS:
         data = f"{ext_args.dataset_preset} task generated offline ({ext_args.dataset_num_examples or 256} rows, seed {training_args.seed})"
@@ -495,7 +476,7 @@ def _principles_summary(principles: list[dict]) -> str:
 
 def _online_rm_summary(block: dict, judge: dict | None) -> str:
     """One line for the `online_reward_model` block: the reward model, the labeler and the settings given."""
-    from .rewards.online_config import check_online_reward_model_config
+    from ..rewards.online_config import check_online_reward_model_config
 
     config = check_online_reward_model_config(block, judge)
     labeler = config.get("labeler")
@@ -513,7 +494,7 @@ def _online_rm_summary(block: dict, judge: dict | None) -> str:
 
 
 def _judge_summary(judge: dict) -> str:
-    from .rewards.judges import check_judge_config
+    from ..rewards.judges import check_judge_config
 
     config = check_judge_config(judge)
     if config["kind"] == "local":
@@ -566,7 +547,7 @@ def _already_launched() -> bool:
     return os.environ.get(_LAUNCHED_ENV) == "1" or "LOCAL_RANK" in os.environ
 
 
-def train(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     """`trl-grpo-ext train`: parse and validate the recipe, then train (or, with `--dry-run`, print the settings).
 
     A problem with the recipe, the data or the model setup (`ValueError`) is printed as one `error: ...` line and
@@ -677,7 +658,7 @@ def _prepare(argv: list[str]):
             raise _RecipeError("`report_to` includes 'tensorboard' but it is not installed: pip install tensorboard.")
     objectives = None
     if training_args.reward_objectives:
-        from .rewards import weighted_reward_from_spec
+        from ..rewards import weighted_reward_from_spec
 
         objectives = weighted_reward_from_spec(
             training_args.reward_objectives,
@@ -702,8 +683,7 @@ def _build_trainer(script_args, training_args, model_args, dataset_args, ext_arg
     import transformers
     from trl import get_peft_config, get_quantization_config
 
-    from .kit import resolve_model_path
-    from .trainer import GRPOExtTrainer
+    from ..trainer import GRPOExtTrainer
 
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     model_init_kwargs = dict(
@@ -721,7 +701,7 @@ def _build_trainer(script_args, training_args, model_args, dataset_args, ext_arg
 
     train_dataset, eval_dataset = _load_datasets(script_args, training_args, dataset_args, ext_args)
     return GRPOExtTrainer(
-        model=resolve_model_path(model_args.model_name_or_path),
+        model=kit.resolve_model_path(model_args.model_name_or_path),
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
@@ -729,81 +709,3 @@ def _build_trainer(script_args, training_args, model_args, dataset_args, ext_arg
         quantization_config=quantization_config,
         peft_config=get_peft_config(model_args),
     )
-
-
-# ----------------------------------------------------------------------------------------------------- other commands
-def tiny(argv: list[str]) -> int:
-    """`trl-grpo-ext tiny`: write the offline tiny model (and its tokenizer and reward model) to a directory."""
-    from .kit.tiny import MODEL_SIZES, save_tiny
-
-    parser = argparse.ArgumentParser(
-        prog="trl-grpo-ext tiny",
-        description="Write the offline tiny-kit model, tokenizer and reward model (in DIR/reward) to a directory, "
-        "for recipes that want a path instead of 'tiny:<size>'.",
-    )
-    parser.add_argument("--output-dir", "--output_dir", required=True, help="Directory to write (created if needed).")
-    parser.add_argument("--size", default="small", choices=list(MODEL_SIZES), help="Model size (default: small).")
-    parser.add_argument("--seed", type=int, default=0, help="Initialisation seed (default: 0).")
-    args = parser.parse_args(argv)
-    path = save_tiny(args.output_dir, size=args.size, seed=args.seed)
-    print(f"Wrote the tiny-kit model ({args.size}, seed {args.seed}) to {path} (reward model in {path / 'reward'}).")
-    return 0
-
-
-def _dispatch(name: str, argv: list[str]) -> int:
-    """Hand `argv` to `trl_grpo_ext.<name>.main`, imported only now."""
-    module_name = f"{__package__}.{_DISPATCHED_MODULES.get(name, name)}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        print(f"error: `{name}` is not available: this installation has no {module_name} module.", file=sys.stderr)
-        return 2
-    return int(module.main(argv) or 0)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trl-grpo-ext",
-        description="GRPO with a temperature ladder, rank advantages and named objectives, on top of TRL.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=_version_string())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    sub.add_parser(
-        "train",
-        add_help=False,
-        help="Train from a recipe: trl-grpo-ext train --config X.yaml [--key value] [--dry-run]",
-    )
-    sub.add_parser("tiny", add_help=False, help="Write the offline tiny model to a directory: tiny --output-dir DIR")
-    for name, text in _DISPATCHED.items():
-        sub.add_parser(name, add_help=False, help=text)
-    return parser
-
-
-def _version_string() -> str:
-    import torch
-    import transformers
-    import trl
-
-    return f"trl-grpo-ext {__version__} (trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__})"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `trl-grpo-ext` and `python -m trl_grpo_ext`; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _build_parser()
-    try:
-        args, _ = parser.parse_known_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 0 if not argv else 2
-        rest = argv[argv.index(args.command) + 1 :]
-        if args.command == "train":
-            return train(rest)
-        if args.command == "tiny":
-            return tiny(rest)
-        return _dispatch(args.command, rest)
-    except SystemExit as exit_:  # argparse: --help, --version and usage errors
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
