@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .. import kit
-from ..demos.common import greedy_evaluation, last_number_scores
+from ..demos.common import demo_environment, greedy_evaluation, last_number_scores
 from ..demos.real import real_demo_reward, real_grpo_args, real_lora
 from .runner import SettingsMismatch
 from .stats import mean_se, paired_difference, t975, verdict
@@ -649,32 +649,6 @@ def run_paths(root: Path, arm: str, seed: int) -> tuple[Path, Path]:
     return directory / "result.json", directory / "lock"
 
 
-@contextlib.contextmanager
-def _quiet_environment(threads: int):
-    """`threads` torch threads and quiet libraries, restored after."""
-    import warnings
-
-    import torch
-    import transformers
-    from datasets.utils import logging as datasets_logging
-
-    saved_threads = torch.get_num_threads()
-    saved_verbosity = transformers.logging.get_verbosity()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(threads)
-    transformers.logging.set_verbosity_error()
-    datasets_logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        torch.set_num_threads(saved_threads)
-        transformers.logging.set_verbosity(saved_verbosity)
-
-
 class _Clock:
     """Wall and process CPU seconds, accumulated while running; `pause()` stops both (evaluations)."""
 
@@ -836,7 +810,7 @@ def run_one(
     gc.collect()  # the previous run's trainer, before the peak memory is reset
     reset = _reset_peak_rss()
     started = time.time()
-    with _quiet_environment(settings.threads):
+    with demo_environment(settings.threads):
         model_path = kit.resolve_model_path(settings.model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         train = chat_addition_dataset(settings.num_train, seed=seed, split="train")

@@ -398,10 +398,8 @@ def fill_batch(
     merged = merge_rows([{key: batch[key] for key in keys} for batch in rounds], picks, pad_token_id, per_row)
     device = first["advantages"].device
     merged = {key: value.to(device) for key, value in merged.items()}
-    loss_masks = []
-    for round_index, row in every_row:
-        batch = rounds[round_index]
-        mask = batch["completion_mask"][row]
-        loss_masks.append((mask * batch["tool_mask"][row] if "tool_mask" in batch else mask).sum())
-    merged[RECOUNTED] = torch.stack(loss_masks).sum().to(first[RECOUNTED].device, first[RECOUNTED].dtype)
+    masks = [key for key in ("completion_mask", "tool_mask") if key in rounds[0]]
+    whole = merge_rows([{key: batch[key] for key in masks} for batch in rounds], every_row, pad_token_id)
+    loss_mask = whole["completion_mask"] * whole["tool_mask"] if "tool_mask" in whole else whole["completion_mask"]
+    merged[RECOUNTED] = loss_mask.sum().to(first[RECOUNTED].device, first[RECOUNTED].dtype)
     return merged, stats
