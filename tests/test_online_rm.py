@@ -214,6 +214,29 @@ def test_seed_pairs_are_learnt_before_the_first_batch():
     assert rm.labels_used == 8  # the seed pairs are free
 
 
+def test_train_pairs_learns_offline_pairs_without_spending_labels():
+    pairs = [
+        {"prompt": "1+2=", "a": "3", "b": "abc", "label": 1.0},
+        {"prompt": "3+4=", "a": "x", "b": "7", "label": 0.0},
+        {"prompt": "5+5=", "a": "10", "b": "ten", "label": 0.5},
+    ]
+    rm = reward_model(learning_rate=1e-3, label_budget=8)
+    before = rm.pair_loss(pairs)
+    weights = {k: v.clone() for k, v in rm.model.state_dict().items()}
+    assert rm.train_pairs(pairs, steps=1) == pytest.approx(before, abs=1e-6)  # the loss before the step
+    losses = [rm.train_pairs(pairs, steps=1) for _ in range(15)]
+    assert losses[-1] < losses[0] < before and rm.pair_loss(pairs) < 0.5 * before
+    assert rm.pair_accuracy(pairs) == 1.0  # both decided pairs ordered; the tie is not counted
+    assert any(not torch.equal(v, rm.model.state_dict()[k]) for k, v in weights.items())
+    # Offline training is not an online update: no label spent, nothing in the replay buffer.
+    assert rm.updates == 0 and rm.labels_used == 0 and rm.budget_left == 8 and rm.buffer == []
+    for steps in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"`steps` must be an integer >= 1 .*got {steps!r}"):
+            rm.train_pairs(pairs, steps=steps)
+    with pytest.raises(ValueError, match="`pairs` is empty"):
+        rm.train_pairs([])
+
+
 def test_labeler_faults_follow_the_error_policy(caplog):
     def broken(prompts, a, b, **columns):
         raise RuntimeError("labeler down")

@@ -317,21 +317,15 @@ def build_proxy(tokenizer, warm_weights: dict, seed: int):
     return model.float().eval()
 
 
-def _rm_forward(model, tokenizer, texts: list[str]):
-    """The proxy's scores of `texts` with gradients: `OnlineRewardModel`'s scoring (right padding, no special tokens,
-    the last non-padding token's logit), which it has no public method for with gradients on."""
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
-    return model(**inputs).logits[:, 0].float()
-
-
 def train_pairs(model, tokenizer, pairs: list[dict], settings: PreferenceSettings, seed: int) -> float:
-    """`rm_epochs` passes of AdamW over labelled pairs `{prompt, a, b, label}` in shuffled minibatches, on the
-    Bradley-Terry loss (`rewards.bradley_terry_loss`, ties as soft labels); returns the last epoch's loss."""
-    import torch
+    """`rm_epochs` passes over labelled pairs `{prompt, a, b, label}` in shuffled minibatches of `rm_batch_size`, one
+    `OnlineRewardModel.train_pairs` step each (AdamW at `rm_learning_rate` with weight decay 0.01, gradients clipped
+    at norm 1, the Bradley-Terry loss with ties as soft labels); returns the last epoch's mean loss."""
+    from ..rewards import OnlineRewardModel  # torch and TRL: not at start-up
 
-    from ..rewards import bradley_terry_loss
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.rm_learning_rate)
+    rm = OnlineRewardModel(
+        model, tokenizer, learning_rate=settings.rm_learning_rate, weight_decay=0.01, max_grad_norm=1.0
+    )
     rng = random.Random(seed)
     order = list(range(len(pairs)))
     last = math.nan
@@ -339,15 +333,8 @@ def train_pairs(model, tokenizer, pairs: list[dict], settings: PreferenceSetting
         rng.shuffle(order)
         losses = []
         for start in range(0, len(order), settings.rm_batch_size):
-            batch = [pairs[i] for i in order[start : start + settings.rm_batch_size]]
-            scores = _rm_forward(model, tokenizer, [p["prompt"] + c for p in batch for c in (p["a"], p["b"])])
-            labels = torch.tensor([p["label"] for p in batch])
-            loss = bradley_terry_loss(scores[0::2], scores[1::2], labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            losses.append(loss.item())
+            # A non-finite step raises (the error policy defaults to "raise"), so every call returns a loss.
+            losses.append(rm.train_pairs([pairs[i] for i in order[start : start + settings.rm_batch_size]], steps=1))
         last = sum(losses) / len(losses)
     return last
 

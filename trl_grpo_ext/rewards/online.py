@@ -418,6 +418,34 @@ class OnlineRewardModel(TrainerCallback, ExportableState):
         return sum(agree) / len(agree) if agree else None
 
     # ------------------------------------------------------------------ learning
+    def train_pairs(self, pairs: Sequence[Mapping[str, Any]], steps: int | None = None) -> float | None:
+        """Train on labelled pairs now, outside GRPO: `steps` (default `update_steps`) optimizer steps, each on all
+        of `pairs` (`{prompt, a, b, label[, margin]}`, as `pair_loss` takes them), with this model's AdamW, gradient
+        clipping and error policy; the pairs do not enter the replay buffer and no label is counted. Returns the mean
+        Bradley-Terry loss before the steps taken, or None when a non-finite step stopped it before any was taken.
+
+        Use it to warm-start a reward model on offline pairs; minibatches and epochs are a loop over calls.
+
+        Example:
+        >>> import torch
+        >>> from trl_grpo_ext.kit.tiny import build_tiny_reward_model, build_tiny_tokenizer
+        >>> _ = torch.manual_seed(0)
+        >>> tokenizer = build_tiny_tokenizer()
+        >>> rm = OnlineRewardModel(build_tiny_reward_model(tokenizer), tokenizer, learning_rate=1e-3)
+        >>> pairs = [{"prompt": "rev 12=", "a": "21", "b": "12", "label": 1.0}]
+        >>> before = rm.pair_loss(pairs)
+        >>> rm.train_pairs(pairs, steps=1) == before  # one step: the loss before it
+        True
+        >>> rm.train_pairs(pairs, steps=4) < before, rm.pair_loss(pairs) < before, rm.pair_accuracy(pairs)
+        (True, True, 1.0)
+        """
+        if isinstance(steps, bool) or not (steps is None or (isinstance(steps, int) and steps >= 1)):
+            raise ValueError(f"`steps` must be an integer >= 1 (or None for `update_steps`), got {steps!r}.")
+        pairs = list(pairs)
+        if not pairs:
+            raise ValueError("`pairs` is empty: train_pairs needs at least one labelled pair.")
+        return self._train(pairs, steps)[0]
+
     def _loss(self, pairs: list[dict[str, Any]]) -> torch.Tensor:
         texts = [self._text(p["prompt"], c) for p in pairs for c in (p["a"], p["b"])]
         scores = self._forward(texts)
