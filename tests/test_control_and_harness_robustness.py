@@ -28,7 +28,11 @@ CONTROL = dict(temperature_schedule="linear", temperature_control="zero_std", te
 def test_config_refuses_a_control_rate_above_the_documented_range(tmp_path, rate):
     from tests.helpers import tiny_args
 
-    with pytest.raises(ValueError, match=r"`temperature_control_rate` must be <= 10"):
+    with pytest.raises(
+        ValueError,
+        match=r"`temperature_control_rate` must be a finite number > 0 and <= 10 \(the error is in \[-1, 1\], so 10 already "
+        r"moves the ladder up to exp\(10\) ~ 22000x per batch\), got ",
+    ):
         tiny_args(tmp_path, **CONTROL, temperature_control_rate=rate)
     assert tiny_args(tmp_path, **CONTROL, temperature_control_rate=10).temperature_control_rate == 10.0
 

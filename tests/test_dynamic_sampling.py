@@ -350,10 +350,13 @@ def test_evaluation_is_not_refilled(tmp_path):
         (dict(log_tied_groups=1), "`log_tied_groups` must be true or false"),
         (
             dict(dynamic_sampling_max_rounds=0),
-            r"`dynamic_sampling_max_rounds` must be an integer in \[1, 100\], got 0",
+            r"`dynamic_sampling_max_rounds` must be an integer >= 1, got 0",
         ),
-        (dict(dynamic_sampling_max_rounds=101), r"in \[1, 100\], got 101"),
-        (dict(dynamic_sampling_max_rounds=True), r"in \[1, 100\], got True"),
+        (
+            dict(dynamic_sampling_max_rounds=101),
+            r"`dynamic_sampling_max_rounds` must be an integer >= 1 and <= 100, got 101",
+        ),
+        (dict(dynamic_sampling_max_rounds=True), r"`dynamic_sampling_max_rounds` must be an integer >= 1, got True"),
         (
             dict(dynamic_sampling=True, multi_objective_aggregation="normalize_then_sum"),
             "needs `multi_objective_aggregation='sum_then_normalize'`, got 'normalize_then_sum'",

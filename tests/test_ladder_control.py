@@ -116,10 +116,19 @@ def test_controller_state_round_trips_through_a_trainer_state(tmp_path):
     [
         (dict(temperature_control="pid"), r"`temperature_control` must be one of \['none', 'zero_std'\], got 'pid'"),
         (dict(temperature_control_target=1.0), r"`temperature_control_target` must be in \[0, 1\), got 1.0"),
-        (dict(temperature_control_rate=0.0), r"`temperature_control_rate` must be > 0, got 0.0"),
+        (
+            dict(temperature_control_rate=0.0),
+            r"`temperature_control_rate` must be a finite number > 0 and <= 10 \(.*\), got 0.0",
+        ),
         (dict(temperature_control_tolerance=-0.1), r"`temperature_control_tolerance` must be in \[0, 1\), got -0.1"),
-        (dict(temperature_bounds=[2.0, 1.0]), r"`temperature_bounds` must satisfy t_min <= t_max"),
-        (dict(temperature_control_rate="fast"), r"`temperature_control_rate` must be a finite number, got 'fast'"),
+        (
+            dict(temperature_bounds=[2.0, 1.0]),
+            r"`temperature_bounds` must satisfy t_floor <= t_ceiling, got \[2.0, 1.0\]",
+        ),
+        (
+            dict(temperature_control_rate="fast"),
+            r"`temperature_control_rate` must be a finite number > 0 and <= 10 \(.*\), got 'fast'",
+        ),
         (dict(temperature_schedule="constant"), r"needs a ladder: set `temperature_schedule`"),
         (dict(group_temperatures=[0.5, 1.0, 1.0, 1.5]), r"cannot be combined with explicit `group_temperatures`"),
         (dict(temperature_range_final=[0.5, 0.9]), r"cannot be combined with the step schedule"),
@@ -380,7 +389,10 @@ def test_cli_dry_run_takes_the_controller_fields(capsys):
 
     code = cli.main(["train", "--config", recipe, "--dry-run", *flags, "--temperature_control_rate", "-1"])
     assert code != 0
-    assert "`temperature_control_rate` must be > 0, got -1.0" in capsys.readouterr().err
+    assert (
+        "`temperature_control_rate` must be a finite number > 0 and <= 10 (the error is in [-1, 1], so 10 already "
+        "moves the ladder up to exp(10) ~ 22000x per batch), got -1.0" in capsys.readouterr().err
+    )
 
 
 def test_docs_example_runs_as_written(tmp_path, monkeypatch):

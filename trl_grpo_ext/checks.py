@@ -52,6 +52,8 @@ __all__ = [
     "Integer",
     "Number",
     "SubConfig",
+    "TemperatureList",
+    "TemperaturePair",
     "Text",
     "Weights",
     "check_not_all_zero",
@@ -109,7 +111,8 @@ class Integer:
 
 class Number:
     """A finite number (not a bool), as a float: > `minimum` when `strict`, else >=; <= `maximum` (shown in the message
-    once exceeded, or always with `show_maximum`); < `below` (the message then reads "in [minimum, below)").
+    once exceeded, or always with `show_maximum`); < `below` (the message then reads "in [minimum, below)"). `why`, when
+    given, follows what is allowed in the message, in parentheses.
 
     Example:
     ```python
@@ -137,9 +140,10 @@ class Number:
         optional: bool = False,
         unit: str = "a finite number",
         show_maximum: bool = False,
+        why: str = "",
     ):
         self.minimum, self.strict, self.maximum, self.below = minimum, strict, maximum, below
-        self.optional, self.unit, self.show_maximum = optional, unit, show_maximum
+        self.optional, self.unit, self.show_maximum, self.why = optional, unit, show_maximum, why
 
     def __call__(self, value: Any, field: str) -> float | None:
         if value is None and self.optional:
@@ -157,7 +161,7 @@ class Number:
         text = f"{self.unit} {'>' if self.strict else '>='} {self.minimum:g}"
         if self.maximum is not None and (exceeded or self.show_maximum):
             text += f" and <= {self.maximum:g}"
-        return text
+        return text + (f" ({self.why})" if self.why else "")
 
 
 class Choice:
@@ -268,6 +272,77 @@ class Weights:
         if not self.allow_all_zero:
             check_not_all_zero(weights, field)
         return weights
+
+
+def _numbers(value: Any, field: str) -> list[float]:
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{field}` must hold numbers, got {value!r}.") from None
+
+
+class TemperaturePair:
+    """A pair of finite temperatures > 0 in order (a list or a JSON string), as floats; `ends` names the pair in the
+    message; or None with `optional`.
+
+    Example:
+    ```python
+    >>> TemperaturePair()("[0.7, 1]", "temperature_range")
+    [0.7, 1.0]
+    >>> TemperaturePair(ends=("t_floor", "t_ceiling"))([2.0, 1.0], "temperature_bounds")
+    Traceback (most recent call last):
+    ...
+    ValueError: `temperature_bounds` must satisfy t_floor <= t_ceiling, got [2.0, 1.0].
+
+    ```
+    """
+
+    def __init__(self, ends: tuple[str, str] = ("t_min", "t_max"), optional: bool = False):
+        self.ends, self.optional = ends, optional
+
+    def __call__(self, value: Any, field: str) -> list[float] | None:
+        if value is None and self.optional:
+            return None
+        low, high = self.ends
+        value = parse_json(value, field)
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"`{field}` must be a pair [{low}, {high}]{_or_none(self.optional)}, got {value!r}.")
+        t_min, t_max = _numbers(value, field)
+        if not (math.isfinite(t_min) and math.isfinite(t_max)) or t_min <= 0 or t_max <= 0:
+            raise ValueError(f"`{field}` must hold two finite temperatures > 0, got {value!r}.")
+        if t_min > t_max:
+            raise ValueError(f"`{field}` must satisfy {low} <= {high}, got {value!r}.")
+        return [t_min, t_max]
+
+
+class TemperatureList:
+    """A list of finite temperatures > 0 (a list or a JSON string), as floats; or None with `optional`.
+
+    Example:
+    ```python
+    >>> TemperatureList()("[0.7, 0.8]", "group_temperatures")
+    [0.7, 0.8]
+    >>> TemperatureList()([0.7, 0.0], "group_temperatures")
+    Traceback (most recent call last):
+    ...
+    ValueError: `group_temperatures` must all be finite and > 0, got [0.7, 0.0].
+
+    ```
+    """
+
+    def __init__(self, optional: bool = False):
+        self.optional = optional
+
+    def __call__(self, value: Any, field: str) -> list[float] | None:
+        if value is None and self.optional:
+            return None
+        value = parse_json(value, field)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"`{field}` must be a list of temperatures{_or_none(self.optional)}, got {value!r}.")
+        temps = _numbers(value, field)
+        if not all(math.isfinite(t) and t > 0 for t in temps):
+            raise ValueError(f"`{field}` must all be finite and > 0, got {temps}.")
+        return temps
 
 
 def check_not_all_zero(

@@ -8,14 +8,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from trl import GRPOConfig
 
-from .checks import Choice, Flag, Integer, Weights, check_not_all_zero, parse_json
+from .checks import (
+    Choice,
+    Flag,
+    Integer,
+    Number,
+    TemperatureList,
+    TemperaturePair,
+    Text,
+    Weights,
+    check_not_all_zero,
+    parse_json,
+)
 from .sampling.vllm_backend import VLLM_IS_RELIABLE_TEMPERATURE, VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE
 
 TEMPERATURE_SCHEDULES = ("constant", "linear", "geometric")
@@ -36,25 +46,40 @@ SKIP_EXACT_LOSS_TYPES = (
 )  # = sampling.control.CONTROL_SIGNALS, without importing torch here
 
 
-def _floats(name: str, values: Any) -> list[float]:
-    try:
-        return [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must hold numbers, got {values!r}.") from None
-
-
-def _check_range(name: str, value: Any) -> list[float] | None:
-    if value is None:
-        return None
-    value = parse_json(value, name)
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError(f"`{name}` must be a pair [t_min, t_max], got {value!r}.")
-    t_min, t_max = _floats(name, value)
-    if not (math.isfinite(t_min) and math.isfinite(t_max)) or t_min <= 0 or t_max <= 0:
-        raise ValueError(f"`{name}` must hold two finite temperatures > 0, got {value!r}.")
-    if t_min > t_max:
-        raise ValueError(f"`{name}` must satisfy t_min <= t_max, got {value!r}.")
-    return [t_min, t_max]
+# The check of each field GRPOExtConfig adds that can be checked on its own (`checks.py`: the error names the field,
+# the value and what is allowed), run in this order before the rules between fields (the `_validate_*` methods).
+# The checks normalise: a JSON string from the command line becomes its list or mapping, a number a float.
+FIELD_CHECKS = {
+    "temperature_schedule": Choice(TEMPERATURE_SCHEDULES),
+    "temperature_range": TemperaturePair(optional=True),
+    "temperature_range_final": TemperaturePair(optional=True),
+    "group_temperatures": TemperatureList(optional=True),
+    "ladder_logprob_temperature": Choice(LADDER_LOGPROB_TEMPERATURES),
+    "temperature_control": Choice(TEMPERATURE_CONTROLS),
+    "temperature_bounds": TemperaturePair(ends=("t_floor", "t_ceiling")),
+    "temperature_control_target": Number(0, below=1),
+    "temperature_control_rate": Number(  # the bound = sampling.control.MAX_CONTROL_RATE, without importing torch here
+        0,
+        strict=True,
+        maximum=10.0,
+        show_maximum=True,
+        why="the error is in [-1, 1], so 10 already moves the ladder up to exp(10) ~ 22000x per batch",
+    ),
+    "temperature_control_tolerance": Number(0, below=1),
+    "advantage_estimator": Text(),
+    "reward_error_policy": Choice(REWARD_ERROR_POLICIES),
+    "novelty_ngram": Integer(1),
+    "reward_objectives": Weights(),
+    # Overrides of some objectives: a single zero is fine; the combined vector is checked where it is known (with
+    # `reward_objectives` below, by the trainer for a WeightedReward).
+    "objective_weights": Weights(allow_all_zero=True),
+    "objective_weights_final": Weights(allow_all_zero=True),
+    "share_prompt": Flag(),
+    "skip_zero_advantage": Flag(),
+    "dynamic_sampling": Flag(),
+    "dynamic_sampling_max_rounds": Integer(1, maximum=MAX_DYNAMIC_ROUNDS),
+    "log_tied_groups": Flag(),
+}
 
 
 @dataclass
@@ -458,6 +483,8 @@ class GRPOExtConfig(GRPOConfig):
 
     def _validate_extension(self) -> None:
         """The checks of every field GRPOExtConfig adds (TRL's `__post_init__` checks TRL's)."""
+        for name, check in FIELD_CHECKS.items():
+            setattr(self, name, check(getattr(self, name), name))
         self._sub_configs: dict[str, Any] = {}  # name -> the block's sub-config, built by its validation below
         self._validate_temperature_control()  # first: it names vLLM's temperature limit before the backend check
         self._validate_ladder()
@@ -472,15 +499,8 @@ class GRPOExtConfig(GRPOConfig):
 
     # Validation, one method per feature so each error is easy to find.
     def _validate_ladder(self) -> None:
-        Choice(TEMPERATURE_SCHEDULES)(self.temperature_schedule, "temperature_schedule")
-        Choice(LADDER_LOGPROB_TEMPERATURES)(self.ladder_logprob_temperature, "ladder_logprob_temperature")
-        self.temperature_range = _check_range("temperature_range", self.temperature_range)
-        self.temperature_range_final = _check_range("temperature_range_final", self.temperature_range_final)
-        if self.group_temperatures is not None:
-            temps = parse_json(self.group_temperatures, "group_temperatures")
-            if not isinstance(temps, (list, tuple)):
-                raise ValueError(f"`group_temperatures` must be a list of temperatures, got {temps!r}.")
-            temps = _floats("group_temperatures", temps)
+        temps = self.group_temperatures
+        if temps is not None:
             if len(temps) != self.num_generations:
                 raise ValueError(
                     f"`group_temperatures` must have one temperature per generation (num_generations="
@@ -492,14 +512,11 @@ class GRPOExtConfig(GRPOConfig):
                     f"`num_generations_eval`={self.num_generations_eval}; use a computed ladder "
                     "(temperature_schedule + temperature_range) or the same group size."
                 )
-            if not all(math.isfinite(t) and t > 0 for t in temps):
-                raise ValueError(f"`group_temperatures` must all be finite and > 0, got {temps}.")
             if self.temperature_range_final is not None:
                 raise ValueError(
                     "`temperature_range_final` moves the ends of a computed ladder; it cannot be combined with "
                     f"explicit `group_temperatures` ({temps})."
                 )
-            self.group_temperatures = temps
         if self.temperature_schedule != "constant" and self.group_temperatures is None and not self.temperature_range:
             raise ValueError(
                 f"`temperature_range` must be a pair [t_min, t_max] for temperature_schedule="
@@ -585,29 +602,6 @@ class GRPOExtConfig(GRPOConfig):
                 )
 
     def _validate_temperature_control(self) -> None:
-        Choice(TEMPERATURE_CONTROLS)(self.temperature_control, "temperature_control")
-        self.temperature_range = _check_range("temperature_range", self.temperature_range)
-        self.temperature_bounds = _check_range("temperature_bounds", self.temperature_bounds)
-        if self.temperature_bounds is None:
-            raise ValueError("`temperature_bounds` must be a pair [t_floor, t_ceiling], got None.")
-        for name in ("temperature_control_target", "temperature_control_rate", "temperature_control_tolerance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-            setattr(self, name, float(value))
-        if not 0.0 <= self.temperature_control_target < 1.0:
-            raise ValueError(f"`temperature_control_target` must be in [0, 1), got {self.temperature_control_target}.")
-        if self.temperature_control_rate <= 0:
-            raise ValueError(f"`temperature_control_rate` must be > 0, got {self.temperature_control_rate}.")
-        if self.temperature_control_rate > 10.0:  # = sampling.control.MAX_CONTROL_RATE, without importing torch here
-            raise ValueError(
-                "`temperature_control_rate` must be <= 10 (the error is in [-1, 1], so 10 already moves the ladder "
-                f"up to exp(10) ~ 22000x per batch), got {self.temperature_control_rate}."
-            )
-        if not 0.0 <= self.temperature_control_tolerance < 1.0:
-            raise ValueError(
-                f"`temperature_control_tolerance` must be in [0, 1), got {self.temperature_control_tolerance}."
-            )
         if self.temperature_control == "none":
             return
         refused = f"`temperature_control={self.temperature_control!r}`"
@@ -645,8 +639,6 @@ class GRPOExtConfig(GRPOConfig):
     def _validate_advantages(self) -> None:
         from .advantages import get_advantage_estimator
 
-        if not isinstance(self.advantage_estimator, str) or not self.advantage_estimator:
-            raise ValueError(f"`advantage_estimator` must be a non-empty string, got {self.advantage_estimator!r}.")
         get_advantage_estimator(self.advantage_estimator)  # raises ValueError naming the field and the choices
         if self.advantage_estimator != "zscore" and self.scale_rewards == "batch":
             raise ValueError(
@@ -656,15 +648,6 @@ class GRPOExtConfig(GRPOConfig):
             )
 
     def _validate_objectives(self) -> None:
-        Choice(REWARD_ERROR_POLICIES)(self.reward_error_policy, "reward_error_policy")
-        Integer(1)(self.novelty_ngram, "novelty_ngram")
-        self.reward_objectives = Weights()(self.reward_objectives, "reward_objectives")
-        # Overrides of some objectives: a single zero is fine; the combined vector is checked where it is known
-        # (below with `reward_objectives`, by the trainer for a WeightedReward).
-        self.objective_weights = Weights(allow_all_zero=True)(self.objective_weights, "objective_weights")
-        self.objective_weights_final = Weights(allow_all_zero=True)(
-            self.objective_weights_final, "objective_weights_final"
-        )
         if self.reward_objectives is not None:
             from .rewards import get_objective
 
@@ -753,8 +736,6 @@ class GRPOExtConfig(GRPOConfig):
             )
 
     def _validate_efficiency(self) -> None:
-        for name in ("share_prompt", "skip_zero_advantage"):
-            Flag()(getattr(self, name), name)
         if self.share_prompt and self.gradient_checkpointing:  # transformers mirrors `activation_checkpointing` here
             raise ValueError(
                 "`share_prompt=True` cannot be combined with activation checkpointing (`activation_checkpointing` / "
@@ -787,13 +768,6 @@ class GRPOExtConfig(GRPOConfig):
             )
 
     def _validate_dynamic_sampling(self) -> None:
-        for name in ("dynamic_sampling", "log_tied_groups"):
-            Flag()(getattr(self, name), name)
-        rounds = self.dynamic_sampling_max_rounds
-        if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_DYNAMIC_ROUNDS:
-            raise ValueError(
-                f"`dynamic_sampling_max_rounds` must be an integer in [1, {MAX_DYNAMIC_ROUNDS}], got {rounds!r}."
-            )
         if self.dynamic_sampling and self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "`dynamic_sampling=True` needs `multi_objective_aggregation='sum_then_normalize'`, got "
