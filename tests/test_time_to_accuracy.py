@@ -270,6 +270,26 @@ def test_a_report_of_nothing_lists_what_is_missing(tmp_path, capsys):
     assert (tmp_path / "plots" / "group_size.png").exists()
 
 
+def test_the_group_size_arms_run_their_three_seeds_only(tmp_path, capsys, monkeypatch):
+    assert all(tta.ARMS[name].seeds == (0, 1, 2) for name in ("fast_k2", "fast_k4", "fast_k16"))
+    assert all(tta.ARMS[name].seeds is None for name in ("trl", "fast", "fast_dynamic"))
+    assert tta.main(["--output-dir", str(tmp_path), "--report-only", "--arms", "fast,fast_k4", "--seeds", "2,3"]) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["missing"] == ["fast seed 2", "fast_k4 seed 2", "fast seed 3"]  # fast_k4 seed 3 is not a run
+    assert "0/3 requested runs finished" in capsys.readouterr().out
+    trained = []
+    fake = {
+        "test_accuracy": 0.5,
+        "validation_accuracy": 0.5,
+        "train_seconds": 1.0,
+        "cpu_seconds": 1.0,
+        "completions": 8,
+    }
+    monkeypatch.setattr(tta, "run_one", lambda root, name, seed, *args, **kwargs: trained.append((name, seed)) or fake)
+    assert tta.run_all(tmp_path, FULL, ["fast_k4"], [2, 3], log=lambda line: None) == []
+    assert trained == [("fast_k4", 2)]
+
+
 def test_the_command_refuses_unknown_arms_and_arms_that_do_not_fit(tmp_path, capsys):
     from trl_grpo_ext import cli
 

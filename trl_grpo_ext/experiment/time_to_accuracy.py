@@ -198,26 +198,35 @@ class Arm:
         options (`dict`): `GRPOExtConfig` fields on top of the shared GRPO arguments (`demos.real.real_grpo_args`).
         group_size (`int | None`): K of the arm at the same completion budget per step (`prompts_per_step x
             num_generations` of the settings: budget / K prompts per step); `None`: the settings' K and prompts.
+        seeds (`tuple[int, ...] | None`): the only seeds the arm runs, of those requested (the others are neither
+            trained nor missing); `None`: every requested seed.
     """
 
     description: str
     plain: bool = False
     options: dict = field(default_factory=dict)
     group_size: int | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def runs_seed(self, seed: int) -> bool:
+        """Whether the arm runs `seed` when it is requested."""
+        return self.seeds is None or seed in self.seeds
 
 
 # The one table of the arms' options: each field is written once, the arms compose them.
 _FAST = {"share_prompt": True, "skip_zero_advantage": True, "log_tied_groups": True}
 _DYNAMIC = {**_FAST, "dynamic_sampling": True}  # dynamic_sampling_max_rounds at GRPOExtConfig's default
+_K_SEEDS = (0, 1, 2)
 ARMS: dict[str, Arm] = {
     "trl": Arm("plain trl.GRPOTrainer (T 1.0, z-score), the real demo's weighted reward as one function", plain=True),
     "fast": Arm("GRPOExtTrainer, TRL's math (T 1.0, z-score) + share_prompt, skip_zero_advantage", options=_FAST),
     "fast_dynamic": Arm("fast + dynamic sampling (tied groups replaced by new prompts)", options=_DYNAMIC),
     "fast_t085": Arm("fast at temperature 0.85", options={**_FAST, "temperature": 0.85}),
     "fast_dynamic_rank": Arm("fast_dynamic + rank advantages", options={**_DYNAMIC, "advantage_estimator": "rank"}),
-    "fast_k2": Arm("fast, K = 2 at the same completions per step", options=_FAST, group_size=2),
-    "fast_k4": Arm("fast, K = 4 at the same completions per step", options=_FAST, group_size=4),
-    "fast_k16": Arm("fast, K = 16 at the same completions per step", options=_FAST, group_size=16),
+    # The group-size sweep runs 3 seeds (the `fast` arm is its K = 8); the other arms run all 5.
+    "fast_k2": Arm("fast, K = 2 at the same completions per step", options=_FAST, group_size=2, seeds=_K_SEEDS),
+    "fast_k4": Arm("fast, K = 4 at the same completions per step", options=_FAST, group_size=4, seeds=_K_SEEDS),
+    "fast_k16": Arm("fast, K = 16 at the same completions per step", options=_FAST, group_size=16, seeds=_K_SEEDS),
 }
 DEFAULT_ARMS = ("trl", "fast", "fast_dynamic", "fast_t085", "fast_dynamic_rank", "fast_k2", "fast_k4", "fast_k16")
 GROUP_SIZE_REFERENCE = "fast"  # the arm whose K is the settings' num_generations (the group-size arms' K = 8)
@@ -939,6 +948,8 @@ def run_all(
     failures = []
     for seed in seeds:
         for name in names:
+            if not _arm(name, arms).runs_seed(seed):
+                continue
             result_path, lock = run_paths(root, name, seed)
             expected = fingerprint(settings, name, arms)
             if check_finished(result_path, expected):
@@ -1079,7 +1090,12 @@ def summarise(
     ascending = dict(reversed(list(group["differences"].items())))
     group["verdict"] = group_size_verdict(ascending)
     finished = {(name, s) for name, runs in results.items() for s in runs}
-    missing = [f"{name} seed {s}" for s in seeds for name in expected_arms if (name, s) not in finished]
+    missing = [
+        f"{name} seed {s}"
+        for s in seeds
+        for name in expected_arms
+        if (name, s) not in finished and _arm(name, arms).runs_seed(s)
+    ]
     return {
         "settings": asdict(settings),
         "validation_target": target,
@@ -1400,7 +1416,8 @@ def main(argv: list[str] | None = None, arms: Mapping[str, Arm] | None = None) -
             for name in names:
                 check_arm(settings, name, arms)
             print(
-                f"time-to-accuracy: {len(names)} arm(s) x {len(seeds)} seed(s) -> {root}/runs "
+                f"time-to-accuracy: {len(names)} arm(s) x {len(seeds)} seed(s) (each arm on those of its seeds "
+                f"requested) -> {root}/runs "
                 f"({settings.model}, {settings.grpo_steps} steps, {settings.threads} thread(s), PID {os.getpid()})",
                 flush=True,
             )
@@ -1410,8 +1427,8 @@ def main(argv: list[str] | None = None, arms: Mapping[str, Arm] | None = None) -
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = json.loads(paths[0].read_text(encoding="utf-8"))
-    done = len(names) * len(seeds) - len([m for m in summary["missing"]])
-    print(f"{done}/{len(names) * len(seeds)} requested runs finished; report: {paths[1]}")
+    requested = sum(arms[name].runs_seed(seed) for name in names for seed in seeds)
+    print(f"{requested - len(summary['missing'])}/{requested} requested runs finished; report: {paths[1]}")
     for path in paths[2:]:
         print(f"  {path}")
     if failures:
