@@ -262,6 +262,29 @@ def test_report_from_synthetic_runs(tmp_path):
     assert tta.main(["--output-dir", str(tmp_path), "--report-only", "--threads", "2"]) == 2
 
 
+def test_a_seed_where_trl_did_not_improve_is_left_out_of_the_fraction_of_its_time(tmp_path):
+    _write_runs(
+        tmp_path,
+        [
+            _synthetic_run("trl", 0, 0.6, 400.0, [0.3, 0.5, 0.6]),
+            _synthetic_run("fast", 0, 0.6, 100.0, [0.3, 0.5, 0.6]),
+            _synthetic_run("trl", 1, 0.1, 400.0, [0.3, 0.05, 0.1]),  # collapsed: ends below its start
+            _synthetic_run("fast", 1, 0.1, 100.0, [0.3, 0.05, 0.1]),
+        ],
+    )
+    write_report(tmp_path, FULL, ["trl", "fast"], [0, 1])
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["reference_no_gain_seeds"] == [1]
+    # Seed 1's step-0 accuracy (0.3) is above trl's final 0.1: counted, it would read "reached at time 0".
+    assert summary["arms"]["fast"]["fraction_of_trl_time"] == {"0": pytest.approx(0.25)}
+    assert summary["arms"]["fast"]["fraction_goal_met"] == 1 and summary["arms"]["trl"]["fraction_goal_met"] == 0
+    text = (tmp_path / "results.md").read_text()
+    assert (
+        "ended no higher than its step-0 accuracy (nothing of it to reach) are left out of that fraction: 1." in text
+    )
+    assert "| fast | 0,1 |" in text  # its accuracy and cost still count both seeds
+
+
 def test_a_report_of_nothing_lists_what_is_missing(tmp_path, capsys):
     assert tta.main(["--output-dir", str(tmp_path), "--report-only", "--quick", "--arms", "trl,fast"]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())

@@ -1029,6 +1029,11 @@ def summarise(
     arms = ARMS if arms is None else arms
     target = settings.validation_target
     reference = results.get(TIME_REFERENCE, {})
+    # A seed whose reference run ended no higher than it started has no accuracy of the reference's to reach (its
+    # step-0 accuracy would count as reaching it at time 0): it is left out of the fraction and said so.
+    no_gain = sorted(
+        s for s, r in reference.items() if not r["validation_accuracy"] > r["curve"][0]["validation_accuracy"]
+    )
     per_arm = {}
     names = [n for n in arms if n in results or n in expected_arms]
     for name in names:
@@ -1037,7 +1042,7 @@ def summarise(
         to_target_completions = {s: time_to_target(r["curve"], target, x="completions") for s, r in runs.items()}
         fraction = {}
         for s, r in runs.items():
-            if s in reference:
+            if s in reference and s not in no_gain:
                 ref = reference[s]
                 fraction[s] = fraction_of_reference(r["curve"], ref["validation_accuracy"], ref[CLOCK], x=CLOCK)
         reached = [v for v in to_target.values() if v is not None]
@@ -1103,6 +1108,7 @@ def summarise(
         "comparisons": comparisons,
         "time_ratios": time_ratios,
         "group_size": group,
+        "reference_no_gain_seeds": no_gain,
         "missing": missing,
         "running": list(running),
         "notes": list(notes),
@@ -1171,7 +1177,13 @@ def markdown(summary: dict) -> str:
         "interpolated between evaluation points; the mean is over the seeds that reached it. Time to TRL's final "
         f"accuracy: per seed, the first time the arm's validation curve reaches the `{TIME_REFERENCE}` run's final "
         f"validation accuracy of that seed, as a fraction of that `{TIME_REFERENCE}` run's training time (goal <= 0.5, "
-        "stretch <= 0.33).",
+        "stretch <= 0.33)."
+        + (
+            f" Seeds where the `{TIME_REFERENCE}` run ended no higher than its step-0 accuracy (nothing of it to reach) "
+            f"are left out of that fraction: {', '.join(map(str, summary['reference_no_gain_seeds']))}."
+            if summary["reference_no_gain_seeds"]
+            else ""
+        ),
         "",
         f"| arm | training CPU s to {100 * target:.0f} % | completions to {100 * target:.0f} % | fraction of TRL time to "
         "TRL's final acc | goal <= 0.5 | stretch <= 0.33 |",
