@@ -262,6 +262,23 @@ def test_report_from_synthetic_runs(tmp_path):
     assert tta.main(["--output-dir", str(tmp_path), "--report-only", "--threads", "2"]) == 2
 
 
+def test_the_group_size_verdict_claims_saturation_only_after_a_shown_rise():
+    from trl_grpo_ext.experiment.time_to_accuracy import group_size_verdict
+
+    def step(mean, detectable):
+        return {"mean": mean, "detectable": detectable, "n": 3}
+
+    noisy = {"K4 - K2": step(0.506, False), "K8 - K4": step(-0.214, False), "K16 - K8": step(0.091, False)}
+    text = group_size_verdict(noisy)
+    assert "does not rise monotonically" in text and "consistent with saturation" not in text
+    assert text.endswith("No step is detectable: these seeds neither show nor refute a rise or a saturation.")
+    shown = {"K4 - K2": step(0.05, True), "K8 - K4": step(0.03, True), "K16 - K8": step(0.0, False)}
+    assert group_size_verdict(shown).endswith("(K16 - K8 +0.0 points (not detectable)): consistent with saturation.")
+    unshown = {**shown, "K8 - K4": step(0.03, False)}
+    assert "not every step detectable" in group_size_verdict(unshown)
+    assert "consistent with saturation" not in group_size_verdict(unshown)
+
+
 def test_a_seed_where_trl_did_not_improve_is_left_out_of_the_fraction_of_its_time(tmp_path):
     _write_runs(
         tmp_path,

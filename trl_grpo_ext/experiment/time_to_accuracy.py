@@ -635,20 +635,27 @@ def group_size_verdict(differences: Mapping[str, dict]) -> str:
     def described(name, d):
         return f"{name} {100 * d['mean']:+.1f} points" + (" (detectable)" if d["detectable"] else " (not detectable)")
 
+    rise_shown = all(d["mean"] > 0 and d["detectable"] for _, d in lower)
     if all(d["mean"] > 0 for _, d in lower):
         rises = "rises with K up to the second-largest size" + (
-            ", every step detectable" if all(d["detectable"] for _, d in lower) else ", not every step detectable"
+            ", every step detectable" if rise_shown else ", not every step detectable"
         )
     else:
         rises = "does not rise monotonically with K up to the second-largest size"
     if not top["detectable"]:
-        top_part = f"no detectable change at the top ({described(top_name, top)}): consistent with saturation"
+        # A flat top says "saturated" only after a rise that was shown; otherwise it says nothing.
+        top_part = f"no detectable change at the top ({described(top_name, top)})" + (
+            ": consistent with saturation" if rise_shown else ""
+        )
     elif top["mean"] > 0:
         top_part = f"it still rises at the top ({described(top_name, top)}): not saturated"
     else:
         top_part = f"it falls at the top ({described(top_name, top)})"
     details = "; ".join(described(name, d) for name, d in lower)
-    return f"Test accuracy {rises} ({details}); {top_part}."
+    verdict = f"Test accuracy {rises} ({details}); {top_part}."
+    if not any(d["detectable"] for _, d in steps):
+        verdict += " No step is detectable: these seeds neither show nor refute a rise or a saturation."
+    return verdict
 
 
 # ---------------------------------------------------------------------------------------------------- one run
