@@ -36,6 +36,37 @@ def test_zero_std_fraction_and_the_tied_groups_are_one_definition():
     assert zero_std_fraction(rewards, torch.tensor([1.0]), 2) == pytest.approx(2 / 3)
 
 
+def test_groups_tied_at_any_weighted_reward_count_as_tied_where_trl_s_std_test_misses_them():
+    from trl.trainer.utils import nanstd
+
+    from trl_grpo_ext.advantages import weighted_rewards
+
+    weights = torch.tensor([0.8, 0.2])  # 0.8 x accuracy + 0.2 x format, the real demo's reward
+    per_row = {
+        "wrong, bare number": [0.0, 1.0],  # 0.2
+        "right, verbose": [1.0, 0.0],  # 0.8
+        "right, bare number": [1.0, 1.0],  # 1.0
+        "wrong, verbose": [0.0, 0.0],  # 0.0
+    }
+    for name, row in per_row.items():
+        group = torch.tensor([row] * 8)
+        assert dynamic.tied_groups(group, weights, 8)[0].tolist() == [True], name
+        assert dynamic.teaching_groups(group, weights, 8).tolist() == [False], name
+    # TRL's test, isclose(nanstd, 0), sees rounding noise above its atol at 0.2 and 0.8 and calls them teaching.
+    trl_tied = {
+        name: torch.isclose(nanstd(weighted_rewards(torch.tensor([row] * 8), weights).view(1, 8), dim=1),
+                            torch.zeros(1)).item()
+        for name, row in per_row.items()
+    }  # fmt: skip
+    assert trl_tied == {"wrong, bare number": False, "right, verbose": False, "right, bare number": True,
+                        "wrong, verbose": True}  # fmt: skip
+    # One reward apart is not a tie, however small the gap in relative terms of the reward's size.
+    near = torch.tensor([[1.0, 0.0]] * 7 + [[1.0, 0.001]])
+    assert dynamic.tied_groups(near, weights, 8)[0].tolist() == [False]
+    mixed = torch.cat([torch.tensor([[1.0, 0.0]] * 8), torch.tensor([[0.0, 0.0]] * 4 + [[1.0, 0.0]] * 4)])
+    assert zero_std_fraction(mixed, weights, 8) == 0.5
+
+
 def test_the_sampler_walks_a_seeded_permutation_the_same_everywhere():
     a, b = RefillSampler(10, seed=3), RefillSampler(10, seed=3)
     drawn = a.draw(4) + a.draw(6)

@@ -44,15 +44,16 @@ MAX_CONTROL_RATE = 10.0  # the largest gain eta: exp(10 * 1) is already a 22000x
 
 
 def zero_std_fraction(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor, num_generations: int) -> float:
-    r"""Fraction of groups whose weighted reward has zero standard deviation: TRL's `frac_reward_zero_std`.
+    r"""Fraction of groups whose weighted rewards are all equal: what TRL's `frac_reward_zero_std` means to count.
 
     r_j = sum_k w_k * rewards_per_func[j, k] (NaN skipped; NaN when every objective is NaN, as TRL does);
-    z = mean over the measured groups g of [ isclose(nanstd(r_{g,1..K}), 0) ]. A group is measured when its std is
-    defined: at least two of its completions have a reward. When every completion has one, every group is measured
-    and this is the number TRL logs as `frac_reward_zero_std` with `multi_objective_aggregation="sum_then_normalize"`
-    and `scale_rewards` "group" or "none" (TRL's defaults); with the other settings TRL's metric looks at the batch's
-    std instead. TRL counts an unmeasured group as one with signal (its std is NaN); here it is left out, so a batch
-    where nothing could be scored does not read as "every group teaches". K = 1 gives 1.0.
+    z = mean over the measured groups g of [ isclose(max r_g, min r_g) ] (`dynamic.tied_groups`). A group is measured
+    when its spread is defined: at least two of its completions have a reward. TRL's metric (with
+    `multi_objective_aggregation="sum_then_normalize"` and `scale_rewards` "group" or "none") tests
+    `isclose(nanstd(r_g), 0)` instead, which misses groups tied at rewards such as 0.2 or 0.8 (their float32 std is
+    rounding noise above isclose's 1e-8), so it can read lower than this. TRL counts an unmeasured group as one with
+    signal (its std is NaN); here it is left out, so a batch where nothing could be scored does not read as "every
+    group teaches". K = 1 gives 1.0.
 
     Args:
         rewards_per_func (`torch.Tensor` of shape `(G * K, F)`):

@@ -21,6 +21,7 @@ final batch. TRL's metrics and completions table describe every round generated.
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +30,6 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
-from trl.trainer.utils import nanstd
 
 from ..advantages import weighted_rewards
 
@@ -51,10 +51,15 @@ RECOUNTED = "num_items_in_batch"  # the loss normaliser: recounted over the fina
 def tied_groups(
     rewards_per_func: torch.Tensor, reward_weights: torch.Tensor, num_generations: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""(tied, measured), one boolean per group of K contiguous rows: TRL's `frac_reward_zero_std` test per group.
+    r"""(tied, measured), one boolean per group of K contiguous rows: are the group's weighted rewards all equal?
 
-    measured: at least two completions of the group have a reward (so it has a spread); tied: measured and the weighted
-    reward's std is close to 0 (`torch.isclose(nanstd, 0)`, TRL's test). A group that is not measured is not tied.
+    measured: at least two completions of the group have a reward (so it has a spread); tied: measured and its highest
+    and lowest weighted reward are equal (`torch.isclose(max, min)`). A group that is not measured is not tied.
+
+    TRL's `frac_reward_zero_std` tests `torch.isclose(std, 0)` instead, an absolute test (atol 1e-8) on a number whose
+    float32 rounding grows with the reward: eight equal rewards of 0.8 have a std of 6.4e-8, so TRL counts a group
+    tied at 0.2, 0.3, 0.7 or 0.8 (0.8 x accuracy + 0.2 x format, say) as one that teaches, and gives it advantages of
+    rounding noise (about 1e-3). This test counts it as tied; TRL's metric is logged unchanged.
 
     Args:
         rewards_per_func (`torch.Tensor` of shape `(G * K, F)`):
@@ -70,6 +75,13 @@ def tied_groups(
     >>> tied, measured = tied_groups(rewards, torch.tensor([1.0]), num_generations=2)
     >>> tied.tolist(), measured.tolist()
     ([True, False, False], [True, True, False])
+    >>> right_but_verbose = torch.tensor([[1.0, 0.0]] * 8)  # accuracy 1, format 0: 0.8 each
+    >>> tied_groups(right_but_verbose, torch.tensor([0.8, 0.2]), num_generations=8)[0].tolist()
+    [True]
+    >>> from trl.trainer.utils import nanstd
+    >>> std = nanstd(weighted_rewards(right_but_verbose, torch.tensor([0.8, 0.2])).view(1, 8), dim=1)
+    >>> torch.isclose(std, torch.zeros(1)).tolist()  # TRL's test: not tied
+    [False]
     """
     rows = rewards_per_func.size(0)
     if num_generations < 1 or rows == 0 or rows % num_generations:
@@ -80,8 +92,9 @@ def tied_groups(
     measured = (~torch.isnan(rewards)).sum(dim=1) >= 2
     if num_generations == 1:
         return torch.zeros_like(measured), measured
-    std = nanstd(rewards, dim=1)
-    tied = measured & torch.isclose(std, torch.zeros_like(std))
+    highest = rewards.nan_to_num(nan=-math.inf).amax(dim=1)
+    lowest = rewards.nan_to_num(nan=math.inf).amin(dim=1)
+    tied = measured & torch.isclose(highest, lowest)
     return tied, measured
 
 
