@@ -59,7 +59,7 @@ def tied_groups(
     TRL's `frac_reward_zero_std` tests `torch.isclose(std, 0)` instead, an absolute test (atol 1e-8) on a number whose
     float32 rounding grows with the reward: eight equal rewards of 0.8 have a std of 6.4e-8, so TRL counts a group
     tied at 0.2, 0.3, 0.7 or 0.8 (0.8 x accuracy + 0.2 x format, say) as one that teaches, and gives it advantages of
-    rounding noise (about 1e-3). This test counts it as tied; TRL's metric is logged unchanged.
+    rounding noise (below 1e-3). This test counts it as tied; TRL's metric is logged unchanged.
 
     Args:
         rewards_per_func (`torch.Tensor` of shape `(G * K, F)`):
