@@ -255,17 +255,20 @@ def run_demo(
         grpo_dir = output_dir / "grpo"
         set_seed(seed)
         trainer, train_seconds = train_grpo(model, tokenizer, train, settings, grpo_dir, seed)
-        after = evaluate(model, tokenizer, heldout)
-        runs = {
-            "GRPOExtTrainer (ladder 0.7-1.0, rank)": {
-                "heldout_accuracy_after": after,
-                "validation_accuracy_after": evaluate(model, tokenizer, validation),
-                "train_seconds": train_seconds,
-                "steps": trainer.state.global_step,
-                "final_rewards": final_objectives(trainer),
-                "output_dir": str(grpo_dir),
+
+        def record(run_model, run_trainer, seconds, run_dir) -> dict:
+            """What the summary keeps of one trained run."""
+            return {
+                "heldout_accuracy_after": evaluate(run_model, tokenizer, heldout),
+                "validation_accuracy_after": evaluate(run_model, tokenizer, validation),
+                "train_seconds": seconds,
+                "steps": run_trainer.state.global_step,
+                "final_rewards": final_objectives(run_trainer),
+                "output_dir": str(run_dir),
             }
-        }
+
+        runs = {"GRPOExtTrainer (ladder 0.7-1.0, rank)": record(model, trainer, train_seconds, grpo_dir)}
+        after = runs["GRPOExtTrainer (ladder 0.7-1.0, rank)"]["heldout_accuracy_after"]
         if compare:
             plain_dir = output_dir / "grpo-trl"
             warm_model = build_tiny_model(tokenizer, size="small", seed=seed)
@@ -274,14 +277,7 @@ def run_demo(
             plain_trainer, plain_seconds = train_grpo(
                 warm_model, tokenizer, train, settings, plain_dir, seed, plain=True
             )
-            runs["trl.GRPOTrainer (T=1.0, z-score)"] = {
-                "heldout_accuracy_after": evaluate(warm_model, tokenizer, heldout),
-                "validation_accuracy_after": evaluate(warm_model, tokenizer, validation),
-                "train_seconds": plain_seconds,
-                "steps": plain_trainer.state.global_step,
-                "final_rewards": final_objectives(plain_trainer),
-                "output_dir": str(plain_dir),
-            }
+            runs["trl.GRPOTrainer (T=1.0, z-score)"] = record(warm_model, plain_trainer, plain_seconds, plain_dir)
 
         if closed_loop:
             loop_dir = output_dir / "grpo-closed-loop"
@@ -291,14 +287,9 @@ def run_demo(
             loop_trainer, loop_seconds = train_grpo(
                 loop_model, tokenizer, train, settings, loop_dir, seed, closed_loop=True, control_target=control_target
             )
-            runs["GRPOExtTrainer (closed-loop ladder, rank)"] = {
-                "heldout_accuracy_after": evaluate(loop_model, tokenizer, heldout),
-                "validation_accuracy_after": evaluate(loop_model, tokenizer, validation),
-                "train_seconds": loop_seconds,
-                "steps": loop_trainer.state.global_step,
-                "final_rewards": final_objectives(loop_trainer),
-                "output_dir": str(loop_dir),
-            }
+            runs["GRPOExtTrainer (closed-loop ladder, rank)"] = record(
+                loop_model, loop_trainer, loop_seconds, loop_dir
+            )
 
     report_files = [str(path) for path in write_report(grpo_dir)]
     if compare:
