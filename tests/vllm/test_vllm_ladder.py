@@ -162,26 +162,27 @@ def test_server_mode_trains_with_the_ladder(vllm_server, tmp_path):
     assert len(run["completions"]) == 16
 
 
-def test_server_mode_trains_with_the_speed_options(tmp_path):
+def test_server_mode_trains_with_the_speed_options(vllm_server, tmp_path):
     """`share_prompt` + `skip_zero_advantage` against a real `vllm serve` (which caches prefixes on its side): the
-    same completions, rewards, losses and importance-sampling ratios as without them (the server holds the weights:
-    learning rate 0 on a CPU). Requests are seeded, and each run has a fresh server: vLLM's logprobs for the same
-    seeded request depend on what the server ran before (measured: one completion's logprobs moved by 9e-4 after other
-    runs, the importance-sampling-corrected loss by 2e-4), so two runs through one server cannot agree to 1e-6."""
-    runs = {}
-    for name, options in (("off", {}), ("on", {"share_prompt": True, "skip_zero_advantage": True})):
-        (tmp_path / f"server-{name}-log").mkdir()
-        with tiny_server(tmp_path / f"server-{name}-log") as url:
-            runs[name] = train(
-                tmp_path, f"server-{name}", vllm_mode="server", vllm_server_base_url=url, learning_rate=0.0,
-                gradient_checkpointing=False, generation_kwargs={"seed": 3}, **options,
-            )  # fmt: skip
+    same completions, rewards and losses as without them (the server holds the weights: learning rate 0 on a CPU).
+    The server is shared by both runs, so its requests are seeded (unseeded, the second run draws other samples).
+    The importance-sampling correction is off: the server's logprobs for one seeded request are not reproducible from
+    run to run (docs/ladder.md), and the corrected loss follows them; the colocated test compares with it on."""
+    runs = {
+        name: train(
+            tmp_path, f"server-{name}", vllm_mode="server", vllm_server_base_url=vllm_server, learning_rate=0.0,
+            gradient_checkpointing=False, generation_kwargs={"seed": 3}, vllm_importance_sampling_correction=False,
+            **options,
+        )
+        for name, options in (("off", {}), ("on", {"share_prompt": True, "skip_zero_advantage": True}))
+    }  # fmt: skip
     assert runs["on"]["completions"] == runs["off"]["completions"]
-    for key in ("reward", "loss", "sampling/importance_sampling_ratio/mean"):
+    for key in ("reward", "loss"):
         assert last_logged(runs["on"]["log_history"], key) == pytest.approx(
             last_logged(runs["off"]["log_history"], key), abs=1e-6
         ), key
-    assert last_logged(runs["on"]["log_history"], "efficiency/prompt_tokens_saved_frac")
+    for key in ("efficiency/skipped_rows_frac", "efficiency/prompt_tokens_saved_frac"):  # the options did work
+        assert all(value > 0 for value in last_logged(runs["on"]["log_history"], key)), key
 
 
 def _server_client_and_prompts(url: str, num_prompts: int = 6):
