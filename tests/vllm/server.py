@@ -59,20 +59,3 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-@contextlib.contextmanager
-def tiny_server(log_dir: Path) -> Iterator[str]:
-    """`trl vllm-serve`'s command line (TRL 1.16 runs `vllm serve`) serving the tiny kit model on 127.0.0.1."""
-    from trl.scripts.vllm_serve import ScriptArguments, build_command
-
-    from trl_grpo_ext.kit import resolve_model_path
-
-    port = free_port()
-    command = build_command(
-        ScriptArguments(model=resolve_model_path("tiny:small"), host="127.0.0.1", port=port, max_model_len=128)
-    )
-    serve = command.index("serve")
-    command = api_server_command(["--model", *command[serve + 1 :]])
-    with running_server(command, port, log_dir / "server.log", env={"VLLM_SERVER_DEV_MODE": "1"}) as url:
-        yield url

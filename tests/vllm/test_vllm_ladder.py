@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_logs_match, last_logged
-from tests.vllm.server import free_port, tiny_server
+from tests.vllm.server import api_server_command, free_port, running_server
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm")
@@ -120,8 +120,19 @@ def test_importance_sampling_ratio_stays_at_one_when_scored_at_the_sampled_tempe
 # ---------------------------------------------------------------- server mode: a real `vllm serve` on loopback
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    """One `vllm serve` of the tiny model shared by the module's server tests."""
-    with tiny_server(tmp_path_factory.mktemp("server")) as url:
+    """`trl vllm-serve`'s command line (TRL 1.16 runs `vllm serve`) serving the tiny kit model on 127.0.0.1."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    from trl_grpo_ext.kit import resolve_model_path
+
+    port = free_port()
+    command = build_command(
+        ScriptArguments(model=resolve_model_path("tiny:small"), host="127.0.0.1", port=port, max_model_len=128)
+    )
+    serve = command.index("serve")
+    command = api_server_command(["--model", *command[serve + 1 :]])
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(command, port, log, env={"VLLM_SERVER_DEV_MODE": "1"}) as url:
         yield url
 
 
